@@ -28,8 +28,8 @@ test-integration: install
 	$(BIN)/python -m pytest -q -m integration tests
 
 lint: install
-	$(BIN)/ruff check plano_extproc tests bench
-	$(BIN)/ruff format --check plano_extproc tests bench
+	$(BIN)/ruff check plano_extproc tests
+	$(BIN)/ruff format --check plano_extproc tests
 	$(BIN)/mypy plano_extproc
 
 proto: install
