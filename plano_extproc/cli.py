@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return 2
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    if not getattr(args, "quiet_warnings", False):
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     result: int = args.run(config, args)
     return result
 
@@ -56,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         default=f"127.0.0.1:{DEFAULT_EXTPROC_PORT}",
         help="HOST:PORT to serve gRPC on (default %(default)s)",
     )
+    # `up` has printed the config's warnings already.
+    serve.add_argument("--quiet-warnings", action="store_true", help=argparse.SUPPRESS)
     up = command("up", _up, "run the gateway: the ext_proc server and Envoy, in the foreground")
     _envoy_options(up)
     up.add_argument(

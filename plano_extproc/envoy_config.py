@@ -28,11 +28,15 @@ from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.endpoint import v3 as endpoint
 from envoy_data_plane.envoy.config.listener import v3 as listener
+from envoy_data_plane.envoy.config.overload import v3 as overload
 from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
+from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections import (
+    v3 as connections,
+)
 from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as tls
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
@@ -73,6 +77,10 @@ _CA_BUNDLES = (
 # 400/401/404/405/500 and Envoy's upstream failures 503/504, so 502 is the routing service's.
 STATUS_ON_ERROR = 502
 
+# Without a cap Envoy accepts connections until it runs out of file descriptors (and warns at
+# start-up that there is none); past this many, new connections are refused.
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+
 
 @dataclass(frozen=True)
 class EnvoyOptions:
@@ -93,6 +101,7 @@ def render_bootstrap(config: Config, options: EnvoyOptions = _DEFAULTS) -> dict[
         static_resources=bootstrap.BootstrapStaticResources(
             listeners=[_listener(config, options)], clusters=clusters
         ),
+        overload_manager=_connection_limit(),
     )
     return cast(dict[str, object], rendered.to_dict(casing=Casing.SNAKE))
 
@@ -131,6 +140,17 @@ def validate_with_envoy(yaml_text: str) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"envoy rejected the config:\n{proc.stdout}{proc.stderr}".rstrip())
+
+
+def _connection_limit() -> overload.OverloadManager:
+    limit = connections.DownstreamConnectionsConfig(
+        max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS
+    )
+    monitor = overload.ResourceMonitor(
+        name="envoy.resource_monitors.global_downstream_max_connections",
+        typed_config=Any.pack(limit),
+    )
+    return overload.OverloadManager(resource_monitors=[monitor])
 
 
 def _address(host: str, port: int) -> core.Address:

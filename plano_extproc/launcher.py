@@ -93,19 +93,8 @@ def run_gateway(config: Config, options: EnvoyOptions, concurrency: int | None =
     children: list[subprocess.Popen[bytes]] = []
     try:
         host, port = options.extproc[0]
-        children.append(
-            _spawn(
-                [
-                    sys.executable,
-                    "-m",
-                    "plano_extproc",
-                    "serve",
-                    config.source,
-                    "--listen",
-                    f"{host}:{port}",
-                ]
-            )
-        )
+        server = [sys.executable, "-m", "plano_extproc", "serve", config.source]
+        children.append(_spawn([*server, "--listen", f"{host}:{port}", "--quiet-warnings"]))
         if not _wait_until(lambda: _port_open(host, port), children, 30):
             print(
                 f"plano-extproc: the ext_proc server did not start on {host}:{port}",

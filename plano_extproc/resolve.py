@@ -34,8 +34,8 @@ class Decision:
 
 def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         return invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json")
     if not isinstance(body, dict):
         return invalid_request(
@@ -65,6 +65,11 @@ def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
     if model is not None and model.strip() in AUTO_MODEL_NAMES:
         model = None
     return ChatRequest(body=body, model=model, messages=messages)
+
+
+def _reject_constant(name: str) -> object:
+    # Python's json reads NaN/Infinity and would write them back: not JSON to a provider.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def resolve(model: str | None, config: Config) -> Decision | ErrorReply:

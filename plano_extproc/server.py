@@ -11,12 +11,16 @@ import grpc
 
 from ._proto import ext_proc_pb2 as pb
 from .config import Config
-from .processor import Processor
+from .errors import ErrorReply
+from .processor import Processor, error_response
 
 log = logging.getLogger("plano_extproc.server")
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 METHOD = f"/{SERVICE}/Process"
+INTERNAL_ERROR = ErrorReply(
+    500, "The gateway failed to process this request.", type="server_error", code="internal_error"
+)
 # Room for the protobuf framing around the largest body the listener accepts.
 _FRAMING_BYTES = 64 * 1024
 
@@ -34,7 +38,13 @@ class ExternalProcessor:
     ) -> AsyncIterator[pb.ProcessingResponse]:
         exchange = self._processor.exchange()
         async for request in requests:
-            yield exchange.handle(request)
+            try:
+                response = exchange.handle(request)
+            except Exception:
+                # A bug of ours must cost one request a clear 500, never the stream or server.
+                log.exception("failed to process a %s message", request.WhichOneof("request"))
+                response = error_response(INTERNAL_ERROR)
+            yield response
 
 
 def build_server(config: Config, listen: str) -> tuple[grpc.aio.Server, int]:

@@ -16,6 +16,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from plano_extproc.config import load_config
+from plano_extproc.envoy_config import EnvoyOptions, render_yaml, validate_with_envoy
 from tests.fakes import FakeProvider, free_port
 
 KEYS = {"FAKE_OPENAI_KEY": "sk-fake-openai", "FAKE_ANTHROPIC_KEY": "sk-fake-anthropic"}
@@ -56,12 +58,12 @@ def start_gateway(
     config_text: str,
     tmp_path: Path,
     env: dict[str, str] | None = None,
-    extra_args: tuple[str, ...] = (),
 ) -> Gateway:
     port, admin_port, extproc_port = free_port(), free_port(), free_port()
     config = tmp_path / "plano.yaml"
     config.write_text(config_text.replace("{port}", str(port)))
     log = tmp_path / "gateway.log"
+    _check_rendered(config, env)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -75,7 +77,6 @@ def start_gateway(
             str(extproc_port),
             "--admin-port",
             str(admin_port),
-            *extra_args,
         ],
         env={**os.environ, **(KEYS if env is None else env)},
         stdout=log.open("wb"),
@@ -92,6 +93,12 @@ def start_gateway(
         time.sleep(0.1)
     gateway.stop()
     raise RuntimeError(f"gateway did not start:\n{log.read_text()}")
+
+
+def _check_rendered(config: Path, env: dict[str, str] | None) -> None:
+    """The bootstrap `up` will run also passes `envoy --mode validate`."""
+    options = EnvoyOptions(extproc=(("127.0.0.1", 1),), admin_port=1)
+    validate_with_envoy(render_yaml(load_config(config, KEYS if env is None else env), options))
 
 
 def config_for(openai_fake: FakeProvider, anthropic_fake: FakeProvider, extra: str = "") -> str:

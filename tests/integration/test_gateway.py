@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,3 +265,29 @@ def test_missing_key_variable(
     _, content = chat(keyless_gateway, "fast-model")  # the other provider still serves
     assert content == "from fake-openai"
     assert "sk-fake" not in keyless_gateway.log.read_text()
+
+
+def test_chunked_upload_is_rewritten_with_a_content_length(
+    gateway: Gateway, openai_fake: FakeProvider
+) -> None:
+    payload = json.dumps({"model": "reasoning-model", "messages": MESSAGES}).encode()
+
+    def pieces() -> Iterator[bytes]:
+        yield payload[:10]
+        yield payload[10:]
+
+    response = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        content=pieces(),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    got = openai_fake.received[0]
+    assert got.json["model"] == "gpt-5"
+    assert "transfer-encoding" not in got.headers
+    assert got.headers["content-length"] == str(len(got.raw_body))
+
+
+def test_keys_never_reach_the_log(gateway: Gateway) -> None:
+    chat(gateway, "fast-model")
+    assert "sk-fake" not in gateway.log.read_text()

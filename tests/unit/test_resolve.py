@@ -140,6 +140,8 @@ def test_auto_names_mean_no_model(model: str | None) -> None:
     ("raw", "code", "param"),
     [
         (b"{not json", "invalid_json", None),
+        (b'{"messages": [{"role": "user"}], "temperature": NaN}', "invalid_json", None),
+        (b'{"messages": [{"role": "user"}], "top_p": -Infinity}', "invalid_json", None),
         (b"\xff\xfe", "invalid_json", None),
         (b"[1, 2]", "invalid_body", None),
         (b'"text"', "invalid_body", None),
