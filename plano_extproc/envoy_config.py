@@ -45,7 +45,7 @@ from envoy_data_plane.google.protobuf import Any, Struct
 
 from .config import Config
 from .config import Endpoint as ProviderEndpoint
-from .headers import CLUSTER_HEADER, DECISION_HEADERS
+from .headers import CLUSTER_HEADER, DECISION_HEADERS, OWN_HEADERS
 
 __all__ = [
     "CLUSTER_HEADER",
@@ -164,10 +164,9 @@ def _filter(name: str, config: object) -> hcm.HttpFilter:
 def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
     # A client could send x-plano-cluster itself and reach a provider's route should our
     # server ever forget to overwrite it: drop our headers before ext_proc sees the request.
-    ours = (CLUSTER_HEADER, *DECISION_HEADERS)
     strip = header_mutation.HeaderMutation(
         mutations=header_mutation.Mutations(
-            request_mutations=[mutation.HeaderMutation(remove=h) for h in ours]
+            request_mutations=[mutation.HeaderMutation(remove=h) for h in OWN_HEADERS]
         )
     )
     manager = hcm.HttpConnectionManager(

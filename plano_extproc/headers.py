@@ -7,3 +7,6 @@ MODEL_HEADER = "x-plano-model"
 ROUTING_HEADER = "x-plano-routing"
 ROUTE_HEADER = "x-plano-route"
 DECISION_HEADERS = (MODEL_HEADER, ROUTING_HEADER, ROUTE_HEADER)
+# Every header above: a client-sent copy would steer routing or be echoed back, so both Envoy
+# (a header_mutation filter) and the server drop them from incoming requests.
+OWN_HEADERS = (CLUSTER_HEADER, *DECISION_HEADERS)

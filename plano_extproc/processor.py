@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from ._proto import ext_proc_pb2 as pb
 from .config import Config, Provider
 from .errors import ErrorReply, invalid_request
-from .headers import CLUSTER_HEADER, MODEL_HEADER, ROUTE_HEADER, ROUTING_HEADER
+from .headers import CLUSTER_HEADER, MODEL_HEADER, OWN_HEADERS, ROUTE_HEADER, ROUTING_HEADER
 from .resolve import Decision, parse_chat_request, resolve
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
 UPSTREAM_CHAT_SUFFIX = "/chat/completions"
 
-# Client-sent copies of our headers are dropped: they would steer routing or be echoed back.
-OWN_HEADERS = (CLUSTER_HEADER, MODEL_HEADER, ROUTING_HEADER, ROUTE_HEADER)
 # Client credentials are meant for the gateway, never for the provider.
 CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
 
