@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,12 +37,15 @@ class FakeProvider:
 
     name: str
     stream_pause_s: float = 0.0  # pause after the first streamed chunk
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     received: list[Received] = field(default_factory=list)
+    server_names: list[str | None] = field(default_factory=list)  # TLS SNI per handshake
     port: int = 0
     _server: ThreadingHTTPServer | None = None
 
-    def base_url(self, prefix: str = "/v1") -> str:
-        return f"http://127.0.0.1:{self.port}{prefix}"
+    def base_url(self, prefix: str = "/v1", host: str = "127.0.0.1") -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.port}{prefix}"
 
     def start(self) -> FakeProvider:
         provider = self
@@ -113,6 +117,9 @@ class FakeProvider:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self.tls.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
