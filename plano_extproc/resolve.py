@@ -22,7 +22,6 @@ class ChatRequest:
 
     body: dict[str, Any]
     model: str | None  # None when the client named no model (absent, empty or an auto name)
-    messages: list[Any]
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class Decision:
 def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         return invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json")
     if not isinstance(body, dict):
         return invalid_request(
@@ -64,7 +63,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
         )
     if model is not None and model.strip() in AUTO_MODEL_NAMES:
         model = None
-    return ChatRequest(body=body, model=model, messages=messages)
+    return ChatRequest(body=body, model=model)
 
 
 def _reject_constant(name: str) -> object:

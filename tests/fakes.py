@@ -37,6 +37,7 @@ class FakeProvider:
 
     name: str
     stream_pause_s: float = 0.0  # pause after the first streamed chunk
+    reply_delay_s: float = 0.0  # pause before answering a request that is not streamed
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
     received: list[Received] = field(default_factory=list)
     server_names: list[str | None] = field(default_factory=list)  # TLS SNI per handshake
@@ -73,6 +74,7 @@ class FakeProvider:
                 if body.get("stream"):
                     self._stream(body)
                 else:
+                    time.sleep(provider.reply_delay_s)
                     self._send(200, _completion(provider.name, body))
 
             def do_GET(self) -> None:

@@ -291,3 +291,21 @@ def test_chunked_upload_is_rewritten_with_a_content_length(
 def test_keys_never_reach_the_log(gateway: Gateway) -> None:
     chat(gateway, "fast-model")
     assert "sk-fake" not in gateway.log.read_text()
+
+
+def test_silent_provider_is_a_504_json_error(anthropic_fake: FakeProvider, tmp_path: Path) -> None:
+    slow = FakeProvider("slow", reply_delay_s=3.0).start()
+    config = config_for(slow, anthropic_fake).replace("timeout: 10s", "timeout: 500ms")
+    gw = start_gateway(config, tmp_path)
+    try:
+        start = time.monotonic()
+        response = httpx.post(
+            f"{gw.url}/v1/chat/completions", json={"model": "fast-model", "messages": MESSAGES}
+        )
+        assert time.monotonic() - start < 2.5
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "upstream_timeout"
+        assert response.headers["x-plano-model"] == "openai/gpt-5.2"
+    finally:
+        gw.stop()
+        slow.stop()
