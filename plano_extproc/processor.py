@@ -14,7 +14,15 @@ from ._proto import ext_proc_pb2 as pb
 from .config import Config, Provider
 from .errors import ErrorReply, invalid_request
 from .headers import CLUSTER_HEADER, MODEL_HEADER, OWN_HEADERS, ROUTE_HEADER, ROUTING_HEADER
-from .resolve import Decision, parse_chat_request, resolve
+from .resolve import (
+    AskRouter,
+    ChatRequest,
+    Decision,
+    parse_chat_request,
+    resolve,
+    resolve_preference,
+)
+from .router.base import RouteChoice
 
 CHAT_PATH = "/v1/chat/completions"
 MODELS_PATH = "/v1/models"
@@ -45,6 +53,14 @@ def _immediate(status: int, body: bytes, *extra: pb.HeaderValueOption) -> pb.Pro
 
 def error_response(error: ErrorReply) -> pb.ProcessingResponse:
     return _immediate(error.status, error.body())
+
+
+@dataclass(frozen=True)
+class PendingRoute:
+    """A body that named no model: the router must read it before it can be routed."""
+
+    request: ChatRequest
+    query: str
 
 
 @dataclass(frozen=True)
@@ -157,14 +173,25 @@ class Processor:
             )
         return _immediate(200, json.dumps(model).encode())
 
-    def on_request_body(self, body: bytes, query: str) -> pb.ProcessingResponse:
+    def on_request_body(self, body: bytes, query: str) -> pb.ProcessingResponse | PendingRoute:
         request = parse_chat_request(body)
         if isinstance(request, ErrorReply):
             return error_response(request)
         decision = resolve(request.model, self.config)
+        if isinstance(decision, AskRouter):
+            return PendingRoute(request, query)
         if isinstance(decision, ErrorReply):
             return error_response(decision)
         return self.route(decision, request.body, query)
+
+    def on_route_choice(
+        self, pending: PendingRoute, choice: RouteChoice | None
+    ) -> pb.ProcessingResponse:
+        """Finish a ``PendingRoute`` with the router's choice (None: it failed or timed out)."""
+        decision = resolve_preference(choice, self.config)
+        if isinstance(decision, ErrorReply):
+            return error_response(decision)
+        return self.route(decision, pending.request.body, pending.query)
 
     def route(
         self, decision: Decision, body: dict[str, object], query: str
@@ -205,7 +232,7 @@ class Exchange:
         self._processor = processor
         self._query = ""
 
-    def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+    def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | PendingRoute:
         kind = request.WhichOneof("request")
         if kind == "request_headers":
             response, self._query = self._processor.on_request_headers(request.request_headers)

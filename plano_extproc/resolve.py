@@ -1,7 +1,9 @@
 """The routing decision: which provider and model serve a request. Pure, no I/O.
 
 ``parse_chat_request`` checks the body a client sent; ``resolve`` applies the resolution
-order (alias, provider/model, unambiguous bare model id, default) to its ``model``.
+order (alias, provider/model, unambiguous bare model id) to its ``model``. A request that
+names no model asks the preference router (``ASK_ROUTER``) when routes are configured;
+``resolve_preference`` turns the router's answer (or its absence) into the decision.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, Literal
 
 from .config import AUTO_MODEL_NAMES, Config, Provider
 from .errors import ErrorReply, invalid_request
+from .router.base import OTHER, RouteChoice
 
 Routing = Literal["direct", "alias", "default", "preference"]
 
@@ -29,6 +32,14 @@ class Decision:
     provider: Provider
     routing: Routing
     route: str | None = None  # the routing preference that chose it, for "preference"
+
+
+@dataclass(frozen=True)
+class AskRouter:
+    """The request named no model and routes are configured: the router must read it."""
+
+
+ASK_ROUTER = AskRouter()
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
@@ -71,9 +82,28 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def resolve(model: str | None, config: Config) -> Decision | ErrorReply:
+def resolve(model: str | None, config: Config) -> Decision | ErrorReply | AskRouter:
     """The resolution order for a requested ``model`` (None: the client named none)."""
-    decision = _choose(model, config)
+    if model is None and config.routes:
+        return ASK_ROUTER
+    return _checked(_choose(model, config))
+
+
+def resolve_preference(choice: RouteChoice | None, config: Config) -> Decision | ErrorReply:
+    """The decision for a request the router read. ``None`` (a timeout or router failure),
+    "other" and a choice below ``min_confidence`` go to the default provider."""
+    if (
+        choice is not None
+        and choice.route != OTHER
+        and choice.confidence >= config.router.min_confidence
+    ):
+        for route in config.routes:
+            if route.name == choice.route:
+                return _checked(Decision(route.provider, "preference", route.name))
+    return _checked(_choose(None, config))
+
+
+def _checked(decision: Decision | ErrorReply) -> Decision | ErrorReply:
     if isinstance(decision, Decision) and decision.provider.missing_vars:
         provider = decision.provider
         return ErrorReply(

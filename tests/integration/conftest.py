@@ -27,6 +27,7 @@ class Gateway:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    config: Path
 
     @property
     def url(self) -> str:
@@ -78,7 +79,7 @@ def start_gateway(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    gateway = Gateway(port, process, log)
+    gateway = Gateway(port, process, log, config)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -87,11 +87,16 @@ def test_alias_based_routing(
     assert headers["x-plano-routing"] == "alias"
 
 
-def test_auto_and_absent_model_go_to_default(gateway: Gateway, openai_fake: FakeProvider) -> None:
-    headers, _ = chat(gateway, "auto")
-    assert headers["x-plano-routing"] == "default"
-    assert headers["x-plano-model"] == "openai/gpt-5.2"
-    response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"messages": MESSAGES})
+def test_auto_and_absent_model_fitting_no_route_go_to_default(
+    gateway: Gateway, openai_fake: FakeProvider
+) -> None:
+    # No model named: the router reads it, finds no route ("other"), the default serves it.
+    thanks = [{"role": "user", "content": "Thanks, that's all I needed. Bye!"}]
+    raw = gateway.client().chat.completions.with_raw_response.create(model="auto", messages=thanks)  # type: ignore[arg-type]
+    assert raw.headers["x-plano-routing"] == "default"
+    assert raw.headers["x-plano-model"] == "openai/gpt-5.2"
+    assert "x-plano-route" not in raw.headers
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json={"messages": thanks})
     assert response.status_code == 200
     assert response.headers["x-plano-routing"] == "default"
     assert [r.json["model"] for r in openai_fake.received] == ["gpt-5.2", "gpt-5.2"]

@@ -134,7 +134,7 @@ def test_unknown_keys_are_located() -> None:
     )
     assert errors == [
         "plano.yaml:7: extra: unknown key; allowed here: version, listeners, llm_providers, "
-        "model_aliases",
+        "model_aliases, routing",
         "plano.yaml:3: listeners.egress_traffic.prot: unknown key; allowed here: address, port, "
         "message_format, timeout, max_body_size",
         "plano.yaml:6: llm_providers[0].acess_key: unknown key; allowed here: model, access_key, "

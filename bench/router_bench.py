@@ -1,0 +1,292 @@
+"""The preference router's benchmark: accuracy on labelled conversations, decision latency,
+memory, and the cost of a preference-routed request through Envoy.
+
+    python bench/router_bench.py [--write bench/RESULTS.md] [--skip-e2e]
+
+Accuracy runs the router in-process on each labelled set (bench/router/): overall, per
+case and per route. Latency is per decision with the model loaded once, over the sets'
+conversations and over synthetic ones of 32/128/256 tokens. The end-to-end part starts a
+real gateway (`plano-extproc up`) in front of a fake provider and times model-routed and
+preference-routed requests interleaved, then reads the ext_proc server's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from plano_extproc.config import Config, load_config  # noqa: E402
+from plano_extproc.router import Router, load_router  # noqa: E402
+from tests.fakes import FakeProvider, free_port  # noqa: E402
+from tests.tiny_arch_router import build_tiny_arch_router  # noqa: E402
+
+SETS = (
+    ("dev", ROOT / "bench/router/dev-config.yaml", ROOT / "bench/router/dev.jsonl"),
+    ("holdout", ROOT / "bench/router/holdout/config.yaml", ROOT / "bench/router/holdout/holdout.jsonl"),
+)
+CASES = (
+    "single_turn",
+    "multi_turn",
+    "topic_shift",
+    "follow_up",
+    "system_prompt_other_domain",
+    "non_english",
+    "long_paste",
+    "other",
+)
+
+
+def bench_config(path: Path, **routing: object) -> Config:
+    """A benchmark config with every key variable stood in for (no provider is called)."""
+    config = load_config(path, {**os.environ, **_placeholder_keys(path)})
+    return replace(config, router=replace(config.router, **routing)) if routing else config
+
+
+def _placeholder_keys(path: Path) -> dict[str, str]:
+    import re
+
+    return {name: "bench" for name in re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", path.read_text())}
+
+
+@dataclass
+class Accuracy:
+    name: str
+    total: Counter[str]
+    right: Counter[str]
+    latencies_ms: list[float]
+    misses: list[str]
+
+    def cell(self, key: str) -> str:
+        if not self.total[key]:
+            return "-"
+        return f"{100 * self.right[key] / self.total[key]:.1f}% ({self.right[key]}/{self.total[key]})"
+
+
+def accuracy(name: str, router: Router, rows: Sequence[dict[str, object]]) -> Accuracy:
+    total: Counter[str] = Counter()
+    right: Counter[str] = Counter()
+    latencies, misses = [], []
+    for row in rows:
+        started = time.perf_counter()
+        choice = router.choose(row["messages"])  # type: ignore[arg-type]
+        latencies.append((time.perf_counter() - started) * 1e3)
+        expected = str(row["expected_route"])
+        ok = choice.route == expected
+        for key in ("ALL", f"case:{row['case']}", f"route:{expected}"):
+            total[key] += 1
+            right[key] += ok
+        if not ok:
+            misses.append(f"{row['id']} {row['case']}: expected {expected}, got {choice.route}")
+    return Accuracy(name, total, right, latencies, misses)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def synthetic_latency(router: Router, tokens: int, runs: int = 60) -> tuple[float, float]:
+    """p50/p99 ms for a 3-turn conversation of about ``tokens`` tokens in all."""
+    words = ("please help me understand why the quarterly numbers moved so much " * 64).split()
+    per_turn = max(tokens // 3 - 2, 1)
+    text = " ".join(words[:per_turn])
+    messages = [
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": text},
+    ]
+    router.choose(messages)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        router.choose(messages)
+        times.append((time.perf_counter() - started) * 1e3)
+    return percentile(times, 50), percentile(times, 99)
+
+
+# --- end to end through Envoy ---
+
+
+def end_to_end(rounds: int = 5, per_round: int = 100) -> dict[str, float]:
+    fake = FakeProvider("bench").start()
+    config_text = f"""
+listeners:
+  egress_traffic: {{address: 127.0.0.1, port: {{port}}, timeout: 10s}}
+llm_providers:
+  - model: openai/gpt-5.2
+    base_url: {fake.base_url()}
+    default: true
+  - model: anthropic/claude-sonnet-4-5
+    base_url: {fake.base_url()}
+    routing_preferences:
+      - name: creative_writing
+        description: writing stories, poems and song lyrics
+      - name: code_generation
+        description: writing new code from a description of what it should do
+"""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        config = Path(tmp) / "plano.yaml"
+        config.write_text(config_text.replace("{port}", str(port)))
+        log = Path(tmp) / "log"
+        up = subprocess.Popen(
+            [sys.executable, "-m", "plano_extproc", "up", str(config), "--concurrency", "1",
+             "--extproc-port", str(free_port()), "--admin-port", str(free_port())],
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            _wait_ready(up, log)
+            return _time_requests(port, up.pid, rounds, per_round)
+        finally:
+            up.terminate()
+            up.wait(timeout=15)
+            fake.stop()
+
+
+def _wait_ready(process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if b"plano gateway listening" in log.read_bytes():
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"gateway did not start:\n{log.read_text()}")
+
+
+def _time_requests(port: int, up_pid: int, rounds: int, per_round: int) -> dict[str, float]:
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    poem = {"role": "user", "content": "write a short poem about the sea at night, four lines"}
+    bodies = {
+        "model-routed": {"model": "openai/gpt-5.2", "messages": [poem]},
+        "preference-routed": {"model": "auto", "messages": [poem]},
+    }
+    times: dict[str, list[float]] = {k: [] for k in bodies}
+    with httpx.Client() as client:
+        for _ in range(20):  # warm up connections and the router
+            for body in bodies.values():
+                client.post(url, json=body)
+        for _ in range(rounds):
+            for kind, body in bodies.items():  # interleaved: the same noise for both
+                for _ in range(per_round):
+                    started = time.perf_counter()
+                    response = client.post(url, json=body)
+                    times[kind].append((time.perf_counter() - started) * 1e3)
+                    assert response.status_code == 200, response.text
+                    if kind == "preference-routed":
+                        assert response.headers["x-plano-routing"] == "preference"
+    server_pid = _child_pid(up_pid, "serve")
+    result = {f"{k} p50": percentile(v, 50) for k, v in times.items()}
+    result |= {f"{k} p99": percentile(v, 99) for k, v in times.items()}
+    result["server peak RSS MB"] = _peak_rss_mb(server_pid)
+    return result
+
+
+def _child_pid(parent: int, marker: str) -> int:
+    for task in Path(f"/proc/{parent}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if marker in Path(f"/proc/{child}/cmdline").read_text():
+                return int(child)
+    raise RuntimeError(f"no {marker} child of {parent}")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+# --- report ---
+
+
+def machine() -> str:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", type=Path, help="also write the report to this file")
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the gateway part")
+    parser.add_argument("--misses", action="store_true", help="list every wrong answer")
+    args = parser.parse_args()
+
+    lines = [f"# Router benchmark — {date.today()}", "", f"Machine: {machine()}", ""]
+    results = []
+    for name, config_path, data in SETS:
+        config = bench_config(config_path)
+        router = load_router(config)
+        assert router is not None
+        rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+        results.append(accuracy(name, router, rows))
+        if name == "dev":
+            synthetic = {n: synthetic_latency(router, n) for n in (32, 128, 256)}
+
+    lines += ["## Accuracy (embedded encoder, default settings)", ""]
+    lines += ["| | " + " | ".join(r.name for r in results) + " |", "|---" * (len(results) + 1) + "|"]
+    for key in ("ALL", *(f"case:{c}" for c in CASES)):
+        lines.append(f"| {key.removeprefix('case:')} | " + " | ".join(r.cell(key) for r in results) + " |")
+    for r in results:
+        routes = sorted(k for k in r.total if k.startswith("route:"))
+        lines += ["", f"Per route, {r.name}: " + ", ".join(f"{k[6:]} {r.cell(k)}" for k in routes)]
+
+    lines += ["", "## Decision latency (model loaded once, one decision at a time)", ""]
+    lines += ["| conversations | p50 ms | p99 ms |", "|---|---|---|"]
+    for r in results:
+        p50, p99 = percentile(r.latencies_ms, 50), percentile(r.latencies_ms, 99)
+        lines.append(f"| {r.name} set (as written, up to the 256-token budget) | {p50:.1f} | {p99:.1f} |")
+    for tokens, (p50, p99) in synthetic.items():
+        lines.append(f"| synthetic, 3 turns, ~{tokens} tokens | {p50:.1f} | {p99:.1f} |")
+
+    arch_dir = build_tiny_arch_router(Path(tempfile.mkdtemp()) / "arch")
+    for decoding in ("score", "greedy"):
+        config = bench_config(SETS[0][1], kind="arch", model_dir=arch_dir, max_tokens=2048, decoding=decoding)
+        arch = load_router(config)
+        assert arch is not None
+        p50, p99 = synthetic_latency(arch, 256, runs=30)
+        lines.append(f"| Arch-Router code, tiny Qwen2 ({decoding}), ~256 tokens | {p50:.1f} | {p99:.1f} |")
+
+    if not args.skip_e2e:
+        e2e = end_to_end()
+        lines += ["", "## Through Envoy (sequential client, 1 KB body, 5 interleaved rounds)", ""]
+        lines += ["| measure | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.2f} |" for k, v in e2e.items()]
+        decision = percentile(results[0].latencies_ms, 50)
+        bound = 1.5 * e2e["model-routed p50"] + decision
+        verdict = "within" if e2e["preference-routed p50"] <= bound else "OVER"
+        lines.append(f"| bound: 1.5 x model-routed p50 + decision p50 | {bound:.2f} ({verdict}) |")
+
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.misses:
+        for r in results:
+            print(f"\n{r.name} misses:\n  " + "\n  ".join(r.misses))
+    if args.write:
+        args.write.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

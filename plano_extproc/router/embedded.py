@@ -1,0 +1,278 @@
+"""The embedded router: two small sentence encoders in ONNX, on the CPU.
+
+- all-MiniLM-L6-v2 (English, fp32, checked against a reference to 1e-7) and
+- multilingual-e5-small (about 100 languages, int8 matmuls),
+
+each followed by a trained linear adapter (train_adapter.py) that maps route descriptions
+towards the way users ask. Routes are embedded once per config load. Each decision embeds
+a few short views of the conversation in one batch per encoder:
+
+- the latest user turn: the intent to serve. A long turn (a pasted document or code with a
+  short instruction) is also read as its first and last lines, where the instruction is;
+- the turns before it, newest first: a follow-up ("same for this one") carries little
+  meaning of its own, and its context decides the route.
+
+Each encoder scores every route and "other" from those views (``member_logits``, a pure
+function of the similarity matrix); the router pools the encoders' log-probabilities with
+fixed weights. MiniLM is the sharper reader of English; e5 carries other languages and a
+second opinion: together they beat either alone on the development set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from ..config import Route, RouterSettings
+from .base import OTHER, RouteChoice, probabilities
+from .conversation import Turn, conversation, latest_user_index
+from .session import load_session, read_json, require_files
+
+Array = npt.NDArray[Any]
+DATA = Path(__file__).parent / "data"
+BUILD_HINT = "Build it with `make models`."
+MANIFEST = "plano-encoder.json"
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One encoder of the default router: its build directory name, its weight in the
+    pooled log-probabilities, and its share of ``max_tokens``."""
+
+    name: str
+    weight: float
+    token_share: float
+
+
+# Weights tuned on bench/router/dev.jsonl; e5 reads at most half the budget because it costs
+# twice MiniLM per token, which keeps a 256-token decision within the 40 ms p99 target.
+DEFAULT_MEMBERS = (
+    MemberSpec("all-MiniLM-L6-v2", weight=0.4, token_share=1.0),
+    MemberSpec("multilingual-e5-small", weight=0.6, token_share=0.5),
+)
+# Added to the pooled "other" log-probability. The adapters learn "other" from small talk
+# and closings; real off-route requests (a recipe question beside coding routes) sit closer
+# to some route than those, and the development set puts the best bias here.
+OTHER_BIAS = -1.0
+
+
+class Encoder:
+    """Sentence embeddings from an ONNX encoder: mean-pooled and L2-normalized."""
+
+    def __init__(self, model_dir: Path, settings: RouterSettings) -> None:
+        require_files(model_dir, ("tokenizer.json",), BUILD_HINT)
+        manifest = model_dir / MANIFEST
+        info = read_json(manifest) if manifest.is_file() else {}
+        model = model_dir / str(info.get("serving_model", "model.onnx"))
+        require_files(model_dir, (model.name,), BUILD_HINT)
+        # Asymmetric encoders (e5) were trained with a prefix on each side of a match.
+        self.query_prefix = str(info.get("query_prefix", ""))
+        self.passage_prefix = str(info.get("passage_prefix", ""))
+        self.dim = int(info.get("dim", 384))
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        pad = next(
+            (t for t in ("[PAD]", "<pad>") if self.tokenizer.token_to_id(t) is not None), None
+        )
+        pad_id = self.tokenizer.token_to_id(pad) if pad else 0
+        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad or "[PAD]")
+        self.session = load_session(model, settings)
+
+    def embed(self, texts: Sequence[str], max_tokens: int) -> Array:
+        """[len(texts), dim] unit vectors; each text cut to ``max_tokens`` tokens."""
+        self.tokenizer.enable_truncation(max_length=max_tokens)
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        (vectors,) = self.session.run(
+            ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask}
+        )
+        result: Array = vectors
+        return result
+
+
+def adapter_path(model_dir: Path) -> Path:
+    """The trained adapter for the encoder in ``model_dir`` (see train_adapter.py)."""
+    return DATA / f"adapter-{model_dir.name}.npz"
+
+
+def route_text(name: str, description: str) -> str:
+    """What a route is embedded as: its name in words, then its description."""
+    return f"{name.replace('_', ' ').replace('-', ' ')}: {description}"
+
+
+@dataclass(frozen=True)
+class Views:
+    """The texts a decision embeds, and which of them are which."""
+
+    texts: list[str]
+    latest: list[int]  # the latest user turn (whole, then its first and last lines)
+    context: list[int] = field(default_factory=list)  # earlier turns, newest first
+
+
+# Lines at either end of a long turn, up to this many characters, are read as its instruction.
+EDGE_CHARS = 240
+LONG_TURN_CHARS = 600
+CONTEXT_TURNS = 3
+
+
+def views(turns: Sequence[Turn]) -> Views | None:
+    """The views of a conversation a decision embeds; None if it has no user turn."""
+    latest = latest_user_index(turns)
+    if latest is None:
+        return None
+    text = turns[latest].text
+    texts = [text]
+    if len(text) > LONG_TURN_CHARS:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        head = _edge(lines)
+        tail = _edge(list(reversed(lines)), reverse=True)
+        texts += [t for t in (head, tail) if t and t != text]
+    latest_ix = list(range(len(texts)))
+    context_ix = []
+    for turn in reversed(turns[max(0, latest - CONTEXT_TURNS) : latest]):
+        context_ix.append(len(texts))
+        texts.append(turn.text)
+    return Views(texts, latest_ix, context_ix)
+
+
+def _edge(lines: list[str], reverse: bool = False) -> str:
+    picked: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) > EDGE_CHARS and picked:
+            break
+        picked.append(line[:EDGE_CHARS])
+        size += len(line)
+    return "\n".join(reversed(picked) if reverse else picked)
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """What train_adapter.py learned for one encoder: ``w`` maps route descriptions towards
+    the way users ask; "other" scores ``threshold + q . other`` from the latest turn; the
+    context counts ``context`` times the latest turn; ``scale`` sharpens the softmax."""
+
+    w: Array
+    threshold: float
+    other: Array
+    context: float
+    scale: float
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> Adapter:
+        if not path.is_file():
+            # An encoder nobody trained an adapter for: plain cosine similarity.
+            eye = np.eye(dim, dtype=np.float32)
+            return cls(eye, 0.2, np.zeros(dim, np.float32), context=0.5, scale=20.0)
+        with np.load(path) as data:
+            return cls(
+                data["w"],
+                float(data["threshold"]),
+                data["other"],
+                float(data["context"]),
+                float(data["scale"]),
+            )
+
+
+def member_logits(sims: Array, v: Views, adapter: Adapter) -> Array:
+    """Log-probabilities over the routes then "other", from ``sims`` [len(v.texts), routes + 1]
+    (the last column is each view's "other" score)."""
+    routes = sims[:, :-1]
+    score = routes[v.latest[0]]
+    if len(v.latest) > 1:
+        # The best of the whole turn and its edges: a short instruction around a long paste.
+        score = np.maximum(score, routes[v.latest[1:]].max(axis=0))
+    if v.context:
+        # The newest earlier turn counts most; a follow-up inherits its context's route.
+        weights = np.array([0.5**i for i in range(len(v.context))])
+        context = (routes[v.context] * weights[:, None]).sum(axis=0) / weights.sum()
+        score = score + adapter.context * context
+    # Whether anything fits is a question about the latest turn alone: "thanks, bye" after
+    # a coding session is not a coding request.
+    logits = adapter.scale * np.append(score, sims[v.latest[0], -1])
+    shifted = logits - logits.max()
+    result: Array = shifted - np.log(np.exp(shifted).sum())
+    return result
+
+
+class Member:
+    """One encoder with its adapter and the routes embedded for it."""
+
+    def __init__(
+        self, spec: MemberSpec, encoder: Encoder, adapter: Adapter, routes: Sequence[Route]
+    ) -> None:
+        self.spec = spec
+        self.encoder = encoder
+        self.adapter = adapter
+        texts = [encoder.passage_prefix + route_text(r.name, r.description) for r in routes]
+        vectors = encoder.embed(texts, max_tokens=128)
+        # q . (W d) for every route, then q . other + threshold: one matrix product per
+        # decision. Adapting the routes once equals adapting every comparison.
+        self.columns = np.vstack([vectors @ adapter.w.T, adapter.other[None, :]])
+        self.bias = np.zeros(len(routes) + 1, dtype=np.float32)
+        self.bias[-1] = adapter.threshold
+
+    def similarities(self, v: Views, max_tokens: int) -> Array:
+        budget = max(int(max_tokens * self.spec.token_share) // len(v.texts), 32)
+        prefix = self.encoder.query_prefix
+        vectors = self.encoder.embed([prefix + t for t in v.texts], max_tokens=budget)
+        result: Array = vectors @ self.columns.T + self.bias
+        return result
+
+
+class EncoderRouter:
+    def __init__(
+        self, routes: tuple[Route, ...], settings: RouterSettings, members: Sequence[Member]
+    ) -> None:
+        self.routes = routes
+        self.settings = settings
+        self.members = list(members)
+        self.names = [r.name for r in routes]
+
+    @classmethod
+    def load(
+        cls, models_dir: Path, routes: tuple[Route, ...], settings: RouterSettings
+    ) -> EncoderRouter:
+        """The default pair of encoders from ``models_dir``, or the one encoder that
+        ``routing.model_dir`` names."""
+        if settings.model_dir is not None:
+            specs = [(MemberSpec(settings.model_dir.name, 1.0, 1.0), settings.model_dir)]
+        else:
+            specs = [(spec, models_dir / spec.name) for spec in DEFAULT_MEMBERS]
+        members = []
+        for spec, model_dir in specs:
+            encoder = Encoder(model_dir, settings)
+            adapter = Adapter.load(adapter_path(model_dir), encoder.dim)
+            members.append(Member(spec, encoder, adapter, routes))
+        return cls(routes, settings, members)
+
+    def choose(self, messages: Sequence[object]) -> RouteChoice:
+        started = time.perf_counter()
+        v = views(conversation(messages))
+        if v is None:
+            return RouteChoice(OTHER, 1.0, {OTHER: 1.0}, {"reason": "no user turn to read"})
+        names = [*self.names, OTHER]
+        pooled = np.zeros(len(names))
+        explain: dict[str, object] = {"views": [t[:80] for t in v.texts]}
+        for member in self.members:
+            logp = member_logits(
+                member.similarities(v, self.settings.max_tokens), v, member.adapter
+            )
+            pooled += member.spec.weight * logp
+            explain[member.spec.name] = {
+                n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)
+            }
+        if len(self.members) > 1:
+            pooled[-1] += OTHER_BIAS
+        scores = probabilities(names, pooled.tolist())
+        route = max(scores, key=lambda n: scores[n])
+        explain["decide_ms"] = round((time.perf_counter() - started) * 1e3, 2)
+        return RouteChoice(route, scores[route], scores, explain)

@@ -1,0 +1,293 @@
+"""Train an encoder's adapter for the embedded router (numpy only, about a minute).
+
+A sentence encoder places "can u whip up a go thing that pings slack" far from "writing new
+code from a specification": one is a request, the other the description of a category. The
+adapter learns, for one encoder:
+
+- ``w`` (dim x dim, from the identity): route vectors become ``W d``, so that ``q . (W d)``
+  is high for a request and the description of its route;
+- ``threshold`` and ``other``: "other" scores ``threshold + q . other`` from the latest turn,
+  so small talk and closings ("perfect, thanks!") find their place;
+- ``context``: how much the earlier turn counts, so a follow-up ("shorter please") keeps its
+  conversation's route while a clear new request still switches.
+
+It is fitted on routes and requests written for this purpose (``data/``: ``train_*.jsonl``
+routes with requests, ``followups.jsonl``, ``closings.jsonl``, ``other_*.jsonl``), never on
+the benchmark sets, in episodes that look like configs: the true route among random others,
+plus "other". At serving time it costs nothing: route vectors are multiplied by ``W`` once,
+at config load.
+
+    python -m plano_extproc.router.train_adapter [--model-dir build/models/<encoder>]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..config import DEFAULT_ROUTER
+from . import default_models_dir
+from .embedded import DATA, DEFAULT_MEMBERS, Encoder, adapter_path, route_text
+
+Array = npt.NDArray[Any]
+NO_ROUTE = -1
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+@dataclass
+class Corpus:
+    descriptions: list[str]  # one per route, as the router embeds them
+    route_groups: list[int]  # which train_*.jsonl each route came from
+    requests: list[str]
+    request_route: list[int]
+    followups: list[str]
+    followup_route: list[int]
+    closings: list[str]
+    others: list[str]  # requests that fit no route of ...
+    other_group: list[int]  # ... this group (-1: of any group)
+
+
+def read_corpus(data: Path = DATA) -> Corpus:
+    c = Corpus([], [], [], [], [], [], [], [], [])
+    index: dict[str, int] = {}
+    files = sorted(data.glob("train_*.jsonl"))
+    for group, path in enumerate(files):
+        for row in _lines(path):
+            index[row["name"]] = len(c.descriptions)
+            c.descriptions.append(route_text(row["name"], row["description"]))
+            c.route_groups.append(group)
+            c.requests += row["requests"]
+            c.request_route += [index[row["name"]]] * len(row["requests"])
+    for path in sorted(data.glob("followups*.jsonl")):
+        for row in _lines(path):
+            if row["name"] in index:
+                c.followups += row["followups"]
+                c.followup_route += [index[row["name"]]] * len(row["followups"])
+    c.closings = [row["request"] for row in _lines(data / "closings.jsonl")]
+    suffixes = [p.stem.removeprefix("train_") for p in files]
+    for path in sorted(data.glob("other_*.jsonl")):
+        # other_a was written against train_a's routes only (it has cooking, which train_b
+        # has as a route); other_b is small talk that fits no route at all.
+        suffix = path.stem.removeprefix("other_")
+        group = suffixes.index(suffix) if suffix == "a" and suffix in suffixes else -1
+        for row in _lines(path):
+            c.others.append(row["request"])
+            c.other_group.append(group)
+    return c
+
+
+@dataclass
+class Examples:
+    latest: Array  # [n, dim] the latest turn
+    context: Array  # [n, dim] the earlier turn, zeros when there is none
+    label: Array  # route index, or NO_ROUTE
+    forced: Array  # a route every episode of this example includes (the context's), or -1
+    pools: list[Array]  # the routes an episode may draw from
+
+
+@dataclass
+class Fit:
+    w: Array
+    threshold: float
+    other: Array
+    context: float
+
+
+@dataclass
+class Vectors:
+    requests: Array
+    descriptions: Array
+    followups: Array
+    closings: Array
+    others: Array
+
+
+def examples(c: Corpus, v: Vectors, routes: Array, rng: np.random.Generator) -> Examples:
+    """One epoch's examples over the routes in ``routes`` (a fresh draw each epoch)."""
+    dim = v.requests.shape[1]
+    allowed = set(routes.tolist())
+    groups = np.array(c.route_groups)
+    by_route: dict[int, list[int]] = {}
+    for i, r in enumerate(c.request_route):
+        if r in allowed:
+            by_route.setdefault(r, []).append(i)
+    latest: list[Array] = []
+    context: list[Array] = []
+    label: list[int] = []
+    forced: list[int] = []
+    pools: list[Array] = []
+
+    def add(q: Array, ctx: Array | None, lab: int, force: int, pool: Array) -> None:
+        latest.append(q)
+        context.append(np.zeros(dim) if ctx is None else ctx)
+        label.append(lab)
+        forced.append(force)
+        pools.append(pool)
+
+    def some_request(route: int) -> Array:
+        result: Array = v.requests[rng.choice(by_route[route])]
+        return result
+
+    keys = np.array(sorted(by_route))
+    for route, ids in by_route.items():
+        for i in ids:
+            add(v.requests[i], None, route, -1, routes)
+            if rng.random() < 0.3:  # a topic shift: the context was another route's request
+                before = int(rng.choice(keys[keys != route]))
+                add(v.requests[i], some_request(before), route, before, routes)
+    for i, route in enumerate(c.followup_route):
+        if route in allowed:
+            add(v.followups[i], some_request(route), route, -1, routes)
+    for i in range(len(c.closings)):
+        before = int(rng.choice(keys))
+        add(v.closings[i], some_request(before), NO_ROUTE, before, routes)
+        add(v.closings[i], None, NO_ROUTE, -1, routes)
+    for i, group in enumerate(c.other_group):
+        add(
+            v.others[i],
+            None,
+            NO_ROUTE,
+            -1,
+            routes if group < 0 else routes[groups[routes] == group],
+        )
+    return Examples(np.array(latest), np.array(context), np.array(label), np.array(forced), pools)
+
+
+def train(
+    c: Corpus,
+    v: Vectors,
+    routes: Array,
+    *,
+    scale: float,
+    l2: float,
+    epochs: int,
+    lr: float,
+    episode: int,
+    seed: int,
+) -> Fit:
+    """Softmax over an episode (the true route and the forced one among random others, like
+    a config of ``episode`` routes) plus "other"; gradient descent, L2 pull to the identity."""
+    rng = np.random.default_rng(seed)
+    d = v.descriptions
+    dim = d.shape[1]
+    eye = np.eye(dim)
+    fit = Fit(eye.copy(), 0.3, np.zeros(dim), 0.5)
+    for _ in range(epochs):
+        ex = examples(c, v, routes, rng)
+        order = rng.permutation(len(ex.label))
+        for batch in np.array_split(order, max(len(order) // 64, 1)):
+            grad_w = np.zeros_like(fit.w)
+            grad_b, grad_a = 0.0, 0.0
+            grad_o = np.zeros(dim)
+            for i in batch:
+                label, force = int(ex.label[i]), int(ex.forced[i])
+                fixed = [r for r in (label, force) if r >= 0]
+                pool = ex.pools[i][~np.isin(ex.pools[i], fixed)]
+                size = min(episode - len(fixed), len(pool))
+                chosen = np.concatenate([fixed, rng.choice(pool, size=size, replace=False)])
+                dr = d[chosen.astype(int)]
+                wd = dr @ fit.w.T
+                query = ex.latest[i] + fit.context * ex.context[i]
+                logits = scale * np.append(wd @ query, fit.threshold + ex.latest[i] @ fit.other)
+                p = np.exp(logits - logits.max())
+                p /= p.sum()
+                target = np.zeros_like(p)
+                target[0 if label >= 0 else -1] = 1.0
+                err = p - target
+                # logit_r = scale * (q_L + a q_C) . (W d_r); logit_other = scale * (b + q_L . o)
+                grad_w += scale * np.outer(query, err[:-1] @ dr)
+                grad_a += scale * float(err[:-1] @ (wd @ ex.context[i]))
+                grad_b += scale * err[-1]
+                grad_o += scale * err[-1] * ex.latest[i]
+            n = len(batch)
+            fit.w -= lr * (grad_w / n + l2 * (fit.w - eye))
+            fit.other -= lr * (grad_o / n + l2 * fit.other)
+            fit.threshold -= lr * grad_b / n
+            fit.context = max(0.0, fit.context - lr * grad_a / n)
+    return fit
+
+
+def accuracy(c: Corpus, v: Vectors, routes: Array, fit: Fit, scale: float, seed: int) -> float:
+    """Accuracy over episodes drawn from ``routes`` only (e.g. routes never trained on)."""
+    ex = examples(c, v, routes, np.random.default_rng(seed))
+    wd = v.descriptions[routes] @ fit.w.T
+    query = ex.latest + fit.context * ex.context
+    scores = np.hstack([query @ wd.T, (fit.threshold + ex.latest @ fit.other)[:, None]])
+    pred = scores.argmax(axis=1)
+    truth = np.array([np.flatnonzero(routes == lab)[0] if lab >= 0 else len(routes)
+                      for lab in ex.label])  # fmt: skip
+    return float((pred == truth).mean())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    default = default_models_dir() / DEFAULT_MEMBERS[0].name
+    parser.add_argument("--model-dir", type=Path, default=default)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--l2", type=float, default=0.01)
+    parser.add_argument("--scale", type=float, default=20.0)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    corpus = read_corpus()
+    encoder = Encoder(args.model_dir, DEFAULT_ROUTER)
+
+    def embed(texts: list[str], tokens: int = 256) -> Array:
+        if not texts:
+            return np.zeros((0, encoder.dim))
+        prefixed = [encoder.query_prefix + t for t in texts]
+        chunks = [encoder.embed(prefixed[i : i + 64], tokens) for i in range(0, len(texts), 64)]
+        return np.vstack(chunks)
+
+    passages = [encoder.passage_prefix + t for t in corpus.descriptions]
+    vectors = Vectors(
+        requests=embed(corpus.requests),
+        descriptions=encoder.embed(passages, 128),
+        followups=embed(corpus.followups),
+        closings=embed(corpus.closings),
+        others=embed(corpus.others),
+    )
+    hyper: dict[str, Any] = dict(
+        scale=args.scale, l2=args.l2, epochs=args.epochs, lr=args.lr, episode=10
+    )
+    # Generalisation to routes never trained on: hold a fifth of the routes out, train on the
+    # rest, score episodes drawn from the held-out routes only.
+    rng = np.random.default_rng(args.seed)
+    n = len(corpus.descriptions)
+    held = np.sort(rng.choice(n, size=n // 5, replace=False))
+    seen = np.setdiff1d(np.arange(n), held)
+    fit = train(corpus, vectors, seen, seed=args.seed, **hyper)
+    identity = Fit(np.eye(encoder.dim), 0.3, np.zeros(encoder.dim), 0.5)
+    for name, candidate in (("identity", identity), ("adapted", fit)):
+        acc = accuracy(corpus, vectors, held, candidate, args.scale, args.seed)
+        print(f"{len(held)} routes never trained on, {name}: accuracy {acc:.3f}")
+
+    final = train(corpus, vectors, np.arange(n), seed=args.seed, **hyper)
+    out = adapter_path(args.model_dir)
+    np.savez_compressed(
+        out,
+        w=final.w.astype(np.float32),
+        threshold=np.float32(final.threshold),
+        other=final.other.astype(np.float32),
+        context=np.float32(final.context),
+        scale=np.float32(args.scale),
+    )
+    print(f"context weight {final.context:.3f}, threshold {final.threshold:.3f}")
+    print(f"adapter written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
