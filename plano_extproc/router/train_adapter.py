@@ -37,6 +37,7 @@ from .embedded import DATA, DEFAULT_MEMBERS, Encoder, adapter_path, route_text
 
 Array = npt.NDArray[Any]
 NO_ROUTE = -1
+TWIN_SIGMAS = 5.0
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -85,6 +86,18 @@ def read_corpus(data: Path = DATA) -> Corpus:
             c.others.append(row["request"])
             c.other_group.append(group)
     return c
+
+
+def twins(descriptions: Array) -> list[Array]:
+    """For each route, the other routes whose descriptions are nearly the same: written by
+    different people, two training files may describe one task twice, and an episode must
+    not count the twin as a wrong answer. "Nearly the same" is relative to the encoder (e5's
+    similarities are all high): TWIN_SIGMAS standard deviations above the mean pair."""
+    sims = descriptions @ descriptions.T
+    pairs = sims[~np.eye(len(sims), dtype=bool)]
+    threshold = pairs.mean() + TWIN_SIGMAS * pairs.std()
+    np.fill_diagonal(sims, -np.inf)
+    return [np.flatnonzero(row >= threshold) for row in sims]
 
 
 @dataclass
@@ -181,6 +194,7 @@ def train(
     rng = np.random.default_rng(seed)
     d = v.descriptions
     dim = d.shape[1]
+    twin = twins(d)
     eye = np.eye(dim)
     fit = Fit(eye.copy(), 0.3, np.zeros(dim), 0.5)
     for _ in range(epochs):
@@ -193,7 +207,8 @@ def train(
             for i in batch:
                 label, force = int(ex.label[i]), int(ex.forced[i])
                 fixed = [r for r in (label, force) if r >= 0]
-                pool = ex.pools[i][~np.isin(ex.pools[i], fixed)]
+                banned = [*fixed, *(twin[label] if label >= 0 else ())]
+                pool = ex.pools[i][~np.isin(ex.pools[i], banned)]
                 size = min(episode - len(fixed), len(pool))
                 chosen = np.concatenate([fixed, rng.choice(pool, size=size, replace=False)])
                 dr = d[chosen.astype(int)]

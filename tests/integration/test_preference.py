@@ -26,8 +26,8 @@ POEM = [
 ANALYSIS = [
     {
         "role": "user",
-        "content": "Work through this carefully: our three warehouses ship to 40 stores; how "
-        "should I reason about the trade-offs of closing one, step by step?",
+        "content": "Prove that there are infinitely many prime numbers, and explain each step "
+        "of the reasoning.",
     }
 ]
 

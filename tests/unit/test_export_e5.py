@@ -472,4 +472,11 @@ def test_ensure_e5_is_idempotent(e5_dir: Path) -> None:
     assert time.perf_counter() - started < 1.0
     after = {p.name: p.stat().st_mtime_ns for p in e5_dir.iterdir()}
     assert after == before
-    assert set(before) == {"model.onnx", "model.int8.onnx", "tokenizer.json", "plano-encoder.json"}
+    assert set(before) == {
+        "model.onnx",
+        "model.int8.onnx",
+        "tokenizer.json",
+        "tokenizer.serving.json",
+        "vocab_map.npy",
+        "plano-encoder.json",
+    }

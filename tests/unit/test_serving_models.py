@@ -50,3 +50,26 @@ def test_int8_serving_model_is_close_to_fp32(name: str) -> None:
     assert cosine.min() > 0.97, cosine
     # What matters for routing: the similarities between texts barely move.
     assert np.abs(exact @ exact.T - served @ served.T).max() < 0.03
+
+
+def test_the_pruned_e5_tokenizer_spells_the_same_text() -> None:
+    from plano_extproc.config import DEFAULT_ROUTER
+    from plano_extproc.router.embedded import Encoder
+    from plano_extproc.router.export_e5 import SERVING_TOKENIZER
+
+    model_dir = ensure_e5(MODELS, quiet=True)
+    full = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    pruned = Tokenizer.from_file(str(model_dir / SERVING_TOKENIZER))
+    vocab_map = np.load(model_dir / "vocab_map.npy")
+    assert pruned.get_vocab_size() < 70_000 < full.get_vocab_size()
+    for text in TEXTS:
+        exact = full.encode(text).ids
+        mapped = vocab_map[pruned.encode(text).ids].tolist()
+        # Other pieces maybe, never other text, and only a few more of them.
+        assert full.decode(mapped) == full.decode(exact)
+        assert len(mapped) <= 1.3 * len(exact)
+    # And the router's encoder, which uses it, embeds like the full tokenizer does.
+    encoder = Encoder(model_dir, DEFAULT_ROUTER)
+    served = encoder.embed(TEXTS, 256)
+    reference = embed(model_dir / SERVING_MODEL, full, TEXTS)
+    assert ((served * reference).sum(axis=1) > 0.97).all()
