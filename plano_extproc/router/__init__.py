@@ -34,7 +34,14 @@ def load_router(config: Config) -> Router | None:
         from .arch import ArchRouter
 
         assert settings.model_dir is not None  # the config parser requires it for arch
-        return ArchRouter.load(settings.model_dir, routes, settings)
+        return _warmed(ArchRouter.load(settings.model_dir, routes, settings))
     from .embedded import EncoderRouter
 
-    return EncoderRouter.load(default_models_dir(), routes, settings)
+    return _warmed(EncoderRouter.load(default_models_dir(), routes, settings))
+
+
+def _warmed(router: Router) -> Router:
+    # onnxruntime finishes setting up a session on its first run: doing that here keeps the
+    # first request's decision from missing its deadline.
+    router.choose([{"role": "user", "content": "warm up"}])
+    return router

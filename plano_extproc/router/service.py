@@ -32,12 +32,15 @@ class RouterService:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self._run, messages, deadline)
         try:
-            return await asyncio.wait_for(future, self.timeout_s)
+            choice = await asyncio.wait_for(future, self.timeout_s)
         except TimeoutError:
-            log.warning("route decision exceeded %.0f ms: using the default", self.timeout_s * 1e3)
+            choice = None
         except Exception:
             log.exception("the router failed: using the default")
-        return None
+            return None
+        if choice is None:  # timed out, or skipped because it waited past its deadline
+            log.warning("route decision exceeded %.0f ms: using the default", self.timeout_s * 1e3)
+        return choice
 
     def _run(self, messages: Sequence[object], deadline: float) -> RouteChoice | None:
         if time.monotonic() >= deadline:

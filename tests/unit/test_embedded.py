@@ -65,13 +65,7 @@ def assistant(text: str) -> dict[str, str]:
             [user("Schreib eine Python-Funktion, die prüft, ob eine Zahl prim ist")],
             "code_generation",
         ),
-        pytest.param(
-            [user("Écris-moi un poème sur la mer en hiver")],
-            "creative_writing",
-            marks=pytest.mark.xfail(
-                strict=True, reason="known miss: short non-English requests lean to 'other'"
-            ),
-        ),
+        ([user("Écris-moi un poème sur la mer en hiver")], "creative_writing"),
         pytest.param(
             [user("¿Me escribes una función en JavaScript que valide un email?")],
             "code_generation",
