@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from plano_extproc.config import Config, parse_config
@@ -126,7 +127,7 @@ def test_both_encoders_with_their_adapters(router: EncoderRouter) -> None:
     for member in router.members:
         # A trained adapter, not the identity fallback.
         assert member.adapter.w.shape == (384, 384)
-        assert abs(member.adapter.w - __import__("numpy").eye(384)).max() > 0.01
+        assert abs(member.adapter.w - np.eye(384)).max() > 0.01
 
 
 def test_routes_are_embedded_once_per_config_load(
