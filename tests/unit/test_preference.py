@@ -302,3 +302,12 @@ def test_decisions_that_expired_in_the_queue_are_skipped() -> None:
     time.sleep(0.3)
     service.close()
     assert router.calls == 1  # the other four waited past their deadline and never ran
+
+
+def test_validate_shows_the_router() -> None:
+    from plano_extproc.summary import summarize
+
+    text = summarize(config("routing:\n  timeout: 250ms\n"))
+    assert "router: embedded (the encoders `make models` builds), device cpu, timeout 250ms" in text
+    assert "no model named -> the router; other or fallback -> openai/gpt-5.2" in text
+    assert "no model named -> openai/gpt-5.2" in summarize(config("routing:\n  router: none\n"))
