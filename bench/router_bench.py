@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from plano_extproc.config import Config, load_config  # noqa: E402
+from plano_extproc.explain import with_stand_in_keys  # noqa: E402
 from plano_extproc.router import Router, load_router  # noqa: E402
 from tests.fakes import FakeProvider, free_port  # noqa: E402
 from tests.tiny_arch_router import build_tiny_arch_router  # noqa: E402
@@ -58,14 +59,8 @@ CASES = (
 
 def bench_config(path: Path, **routing: object) -> Config:
     """A benchmark config with every key variable stood in for (no provider is called)."""
-    config = load_config(path, {**os.environ, **_placeholder_keys(path)})
+    config = with_stand_in_keys(load_config(path))
     return replace(config, router=replace(config.router, **routing)) if routing else config
-
-
-def _placeholder_keys(path: Path) -> dict[str, str]:
-    import re
-
-    return {name: "bench" for name in re.findall(r"\$\{?([A-Z_][A-Z0-9_]*)", path.read_text())}
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,14 +130,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 def _route(config: Config, args: argparse.Namespace) -> int:
-    from .explain import route_lines
+    from .explain import route_lines, with_stand_in_keys
     from .router import RouterLoadError
 
-    # Decisions do not need keys: stand in for unset ones (already warned about) so a
-    # missing key does not hide the route the gateway would take.
-    unset = {v: "unset" for p in config.providers for v in p.missing_vars}
-    if unset:
-        config = load_config(args.config, {**os.environ, **unset})
+    config = with_stand_in_keys(config)  # its unset keys were warned about already
     try:
         return asyncio.run(route_lines(config, sys.stdin, sys.stdout, explain=args.explain))
     except RouterLoadError as exc:

@@ -8,14 +8,22 @@ the gateway would do, with the router's scores and its latency.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import IO
 
-from .config import Config
+from .config import Config, load_config
 from .errors import ErrorReply
 from .resolve import AskRouter, Decision, parse_chat_request, resolve, resolve_preference
 from .router import OTHER, RouteChoice, load_router
 from .router.service import RouterService
+
+
+def with_stand_in_keys(config: Config) -> Config:
+    """``config`` reloaded with a stand-in for every unset key variable: decisions need no
+    keys, and a missing one must not hide the route the gateway would take."""
+    unset = {v: "unset" for p in config.providers for v in p.missing_vars}
+    return load_config(config.source, {**os.environ, **unset}) if unset else config
 
 
 async def route_lines(config: Config, lines: IO[str], out: IO[str], *, explain: bool) -> int:

@@ -233,7 +233,7 @@ def train(
     return fit
 
 
-def accuracy(c: Corpus, v: Vectors, routes: Array, fit: Fit, scale: float, seed: int) -> float:
+def accuracy(c: Corpus, v: Vectors, routes: Array, fit: Fit, seed: int) -> float:
     """Accuracy over episodes drawn from ``routes`` only (e.g. routes never trained on)."""
     ex = examples(c, v, routes, np.random.default_rng(seed))
     wd = v.descriptions[routes] @ fit.w.T
@@ -286,7 +286,7 @@ def main() -> int:
     fit = train(corpus, vectors, seen, seed=args.seed, **hyper)
     identity = Fit(np.eye(encoder.dim), 0.3, np.zeros(encoder.dim), 0.5)
     for name, candidate in (("identity", identity), ("adapted", fit)):
-        acc = accuracy(corpus, vectors, held, candidate, args.scale, args.seed)
+        acc = accuracy(corpus, vectors, held, candidate, args.seed)
         print(f"{len(held)} routes never trained on, {name}: accuracy {acc:.3f}")
 
     final = train(corpus, vectors, np.arange(n), seed=args.seed, **hyper)
