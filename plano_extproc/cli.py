@@ -57,10 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         default=f"127.0.0.1:{DEFAULT_EXTPROC_PORT}",
         help="HOST:PORT to serve gRPC on (default %(default)s)",
     )
+    _engine_option(serve)
     # `up` has printed the config's warnings already.
     serve.add_argument("--quiet-warnings", action="store_true", help=argparse.SUPPRESS)
     up = command("up", _up, "run the gateway: the ext_proc server and Envoy, in the foreground")
     _envoy_options(up)
+    _engine_option(up)
     up.add_argument(
         "--concurrency",
         type=int,
@@ -78,12 +80,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _engine_option(parser: argparse.ArgumentParser) -> None:
+    from .server import ENGINES
+
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=ENGINES[0],
+        help="the gRPC transport: h2 (lean, the default) or grpcio (grpc.aio), for comparison",
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _envoy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--extproc-port",
         type=int,
         default=DEFAULT_EXTPROC_PORT,
         help="port of the ext_proc server on 127.0.0.1 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="ext_proc server processes, on --extproc-port and the ports after it; Envoy "
+        "spreads requests over them round robin (default %(default)s)",
     )
     parser.add_argument(
         "--admin-port",
@@ -122,7 +149,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     from .server import serve
 
     try:
-        asyncio.run(serve(config, args.listen))
+        asyncio.run(serve(config, args.listen, engine=args.engine))
     except RouterLoadError as exc:
         print(f"error: cannot load the router: {exc}", file=sys.stderr)
         return 1
@@ -144,14 +171,14 @@ def _route(config: Config, args: argparse.Namespace) -> int:
 def _up(config: Config, args: argparse.Namespace) -> int:
     from .launcher import run_gateway
 
-    return run_gateway(config, _options(args), concurrency=args.concurrency)
+    return run_gateway(config, _options(args), concurrency=args.concurrency, engine=args.engine)
 
 
 def _options(args: argparse.Namespace) -> EnvoyOptions:
     from .envoy_config import EnvoyOptions, system_ca_bundle
 
     return EnvoyOptions(
-        extproc=(("127.0.0.1", args.extproc_port),),
+        extproc=tuple(("127.0.0.1", args.extproc_port + i) for i in range(args.workers)),
         admin_port=args.admin_port,
         message_timeout_s=args.message_timeout,
         ca_bundle=system_ca_bundle(),

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,14 +26,13 @@ from betterproto2 import Casing
 from envoy_data_plane.envoy.config.accesslog import v3 as accesslog
 from envoy_data_plane.envoy.config.bootstrap import v3 as bootstrap
 from envoy_data_plane.envoy.config.cluster import v3 as cluster
-from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.endpoint import v3 as endpoint
 from envoy_data_plane.envoy.config.listener import v3 as listener
 from envoy_data_plane.envoy.config.overload import v3 as overload
 from envoy_data_plane.envoy.config.route import v3 as route
+from envoy_data_plane.envoy.extensions.filters.http.buffer import v3 as buffer
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
-from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections import (
@@ -39,16 +40,30 @@ from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections 
 )
 from envoy_data_plane.envoy.extensions.transport_sockets.tls import v3 as tls
 from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http
-from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
+from envoy_data_plane.envoy.type.matcher.v3 import (
+    MetadataMatcher,
+    MetadataMatcherPathSegment,
+    RegexMatchAndSubstitute,
+    RegexMatcher,
+    StringMatcher,
+    ValueMatcher,
+)
 from envoy_data_plane.envoy.type.v3 import HttpStatus
 from envoy_data_plane.google.protobuf import Any, Struct
 
-from .config import Config
+from .config import Config, Provider
 from .config import Endpoint as ProviderEndpoint
-from .headers import CLUSTER_HEADER, DECISION_HEADERS, OWN_HEADERS
+from .wire import (
+    AUTH_KEY,
+    CLIENT_AUTH_HEADERS,
+    DECISION_HEADERS,
+    DECISION_METADATA,
+    METADATA_NAMESPACE,
+    MODEL_KEY,
+    UPSTREAM_CHAT_SUFFIX,
+)
 
 __all__ = [
-    "CLUSTER_HEADER",
     "DECISION_HEADERS",
     "EXTPROC_CLUSTER",
     "EnvoyOptions",
@@ -162,20 +177,19 @@ def _filter(name: str, config: object) -> hcm.HttpFilter:
 
 
 def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
-    # A client could send x-plano-cluster itself and reach a provider's route should our
-    # server ever forget to overwrite it: drop our headers before ext_proc sees the request.
-    strip = header_mutation.HeaderMutation(
-        mutations=header_mutation.Mutations(
-            request_mutations=[mutation.HeaderMutation(remove=h) for h in OWN_HEADERS]
-        )
-    )
     manager = hcm.HttpConnectionManager(
         stat_prefix="egress_traffic",
         codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         route_config=_routes(config),
         http_filters=[
-            _filter("envoy.filters.http.header_mutation", strip),
             _filter("envoy.filters.http.ext_proc", _ext_proc(options)),
+            # With the headers phase skipped, ext_proc lets the headers on at once: this holds
+            # them (and the body) until ext_proc has answered, so the router picks its route
+            # from the server's decision. Its limit is the listener's.
+            _filter(
+                "envoy.filters.http.buffer",
+                buffer.Buffer(max_request_bytes=min(config.listener.max_body_bytes, 2**32 - 1)),
+            ),
             # Providers need not see the client's Host (x-envoy-original-host), and clients
             # need not see Envoy's timing headers.
             _filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
@@ -186,8 +200,6 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         name="egress_traffic",
         address=_address(config.listener.address, config.listener.port),
         # This bounds the BUFFERED body: max_body_bytes passed, one byte more was Envoy's 413.
-        # A route's request_body_buffer_limit cannot replace it: while the body is buffered
-        # the route is the catch-all (x-plano-cluster is set only after the body is read).
         per_connection_buffer_limit_bytes=min(config.listener.max_body_bytes, 2**32 - 1),
         filter_chains=[
             listener.FilterChain(
@@ -221,88 +233,229 @@ def _ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
             ),
         ),
         failure_mode_allow=False,  # fail closed: nothing leaves unrouted or with client auth
+        # One message each way per request: the buffered body in, the decision out. The
+        # route table checks method and path, so the headers phase has nothing to do; with it
+        # skipped, Envoy applies no header mutation, and the decision travels as dynamic
+        # metadata that the provider routes match and turn into headers (bench/RESULTS.md
+        # has the cost of both designs).
         processing_mode=ext_proc.ProcessingMode(
-            request_header_mode=headers.SEND,
+            request_header_mode=headers.SKIP,
             response_header_mode=headers.SKIP,
             request_body_mode=body.BUFFERED,
             response_body_mode=body.NONE,
             request_trailer_mode=headers.SKIP,
             response_trailer_mode=headers.SKIP,
         ),
+        metadata_options=ext_proc.MetadataOptions(
+            receiving_namespaces=ext_proc.MetadataOptionsMetadataNamespaces(
+                untyped=[METADATA_NAMESPACE]
+            )
+        ),
         message_timeout=timedelta(seconds=options.message_timeout_s),
-        # The default rules let the server set :path, content-length, authorization and
-        # x-plano-* and remove x-api-key (checked), while host, :authority, :scheme, :method
-        # and x-envoy-* stay locked (allow_all_routing would unlock the first four: not
-        # needed, auto_host_rewrite sets Host). disallow_is_error turns a forbidden mutation
-        # into a 502 instead of a silently dropped header. BUFFERED + SEND keeps the
-        # content-length the server sets, so allow_content_length_header is not needed.
-        mutation_rules=mutation.HeaderMutationRules(disallow_is_error=True),
         status_on_error=HttpStatus(code=STATUS_ON_ERROR),
+    )
+
+
+_CHAT_PATH = r"^/v1/chat/completions/?$"
+_NO_EXT_PROC = {"envoy.filters.http.ext_proc": Any.pack(ext_proc.ExtProcPerRoute(disabled=True))}
+
+
+def _metadata(key: str) -> str:
+    return f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%"
+
+
+def _add(key: str, value: str) -> core.HeaderValueOption:
+    # keep_empty_value stays false: a header whose metadata key is absent is left out.
+    return core.HeaderValueOption(
+        header=core.HeaderValue(key=key, value=value),
+        append_action=core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def _provider_route(p: Provider, timeout_s: float) -> route.Route:
+    decided = _metadata_is(MODEL_KEY, p.name)
+    keyed = p.access_key is not None or bool(p.missing_vars)
+    return route.Route(
+        name=p.name,
+        match=route.RouteMatch(
+            safe_regex=RegexMatcher(regex=_CHAT_PATH), dynamic_metadata=[decided]
+        ),
+        route=route.RouteAction(
+            cluster=p.cluster,
+            auto_host_rewrite=True,
+            # The provider's base_url path replaces the client's /v1; the query is kept.
+            regex_rewrite=RegexMatchAndSubstitute(
+                pattern=RegexMatcher(regex=_CHAT_PATH),
+                substitution=p.endpoint.path_prefix + UPSTREAM_CHAT_SUFFIX,
+            ),
+            # A route timeout spans the whole response, streamed chunks included (a 4 s
+            # stream was cut at 2 s). So the user's timeout bounds upstream silence
+            # instead: until the first byte, then between chunks.
+            timeout=timedelta(0),
+            retry_policy=route.RetryPolicy(
+                per_try_idle_timeout=timedelta(seconds=timeout_s),
+                # Only when the provider cannot have seen the request: a completion is
+                # neither free nor idempotent.
+                retry_on="connect-failure,refused-stream,reset-before-request",
+                num_retries=2,
+            ),
+            # Envoy's stream idle timeout (5 min by default) must not undercut or race
+            # the per-try one; it stays as the backstop for a stalled client.
+            idle_timeout=timedelta(seconds=max(300.0, 2 * timeout_s)),
+        ),
+        # Client credentials are meant for the gateway, never for the provider, and so are
+        # decision headers a client made up. Envoy removes before it adds, so the provider's
+        # own credential header survives with the server's value.
+        request_headers_to_remove=[*CLIENT_AUTH_HEADERS, *DECISION_HEADERS],
+        request_headers_to_add=[_add(p.auth_header, _metadata(AUTH_KEY))] if keyed else [],
+        # The decision, from the server's metadata; never a provider's header of that name.
+        response_headers_to_remove=list(DECISION_HEADERS),
+        response_headers_to_add=[_add(h, _metadata(k)) for h, k in DECISION_METADATA.items()],
+    )
+
+
+def _metadata_is(key: str, value: str) -> MetadataMatcher:
+    return MetadataMatcher(
+        filter=METADATA_NAMESPACE,
+        path=[MetadataMatcherPathSegment(key=key)],
+        value=ValueMatcher(string_match=StringMatcher(exact=value)),
     )
 
 
 def _routes(config: Config) -> route.RouteConfiguration:
     timeout_s = config.listener.timeout_s
-    # keep_empty_value stays false, so a decision header our server did not set is left out.
-    copy_decision = [
-        core.HeaderValueOption(
-            header=core.HeaderValue(key=h, value=f"%REQ({h})%"),
-            append_action=core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-        )
-        for h in DECISION_HEADERS
-    ]
-    routes = [
-        route.Route(
-            name=name,
-            match=route.RouteMatch(
-                prefix="/",
-                headers=[
-                    route.HeaderMatcher(name=CLUSTER_HEADER, string_match=StringMatcher(exact=name))
-                ],
+    # Order matters: the provider routes match only once the server has decided (its
+    # metadata exists), so before that a chat request is on the `chat` route, where
+    # ext_proc reads its body.
+    routes = [_provider_route(p, timeout_s) for p in config.providers]
+    routes += [
+        _direct(
+            "chat",
+            _CHAT_PATH,
+            "POST",
+            400,
+            _json_error(
+                "The request has no body: send a JSON chat-completions request.", "missing_body"
             ),
-            route=route.RouteAction(
-                cluster=name,
-                auto_host_rewrite=True,
-                # A route timeout spans the whole response, streamed chunks included (a 4 s
-                # stream was cut at 2 s). So the user's timeout bounds upstream silence
-                # instead: until the first byte, then between chunks.
-                timeout=timedelta(0),
-                retry_policy=route.RetryPolicy(
-                    per_try_idle_timeout=timedelta(seconds=timeout_s),
-                    # Only when the provider cannot have seen the request: a completion is
-                    # neither free nor idempotent.
-                    retry_on="connect-failure,refused-stream,reset-before-request",
-                    num_retries=2,
-                ),
-                # Envoy's stream idle timeout (5 min by default) must not undercut or race
-                # the per-try one; it stays as the backstop for a stalled client.
-                idle_timeout=timedelta(seconds=max(300.0, 2 * timeout_s)),
-            ),
-            response_headers_to_add=copy_decision,
-        )
-        for name in config.clusters
+            ext_proc_enabled=True,
+        ),
+        _direct(
+            "chat_method",
+            _CHAT_PATH,
+            None,
+            405,
+            _json_error("/v1/chat/completions takes POST.", "method_not_allowed"),
+        ),
     ]
-    not_found = _json_body(
-        "No route for this request: this gateway serves POST /v1/chat/completions and "
-        "GET /v1/models.",
-        "invalid_request_error",
-        "not_found",
-    )
-    routes.append(
-        route.Route(
-            name="not_found",
-            match=route.RouteMatch(prefix="/"),
-            direct_response=route.DirectResponseAction(status=404, body_format=not_found),
+    models = _models(config)
+    routes.append(_direct("models", r"^/v1/models/?$", "GET", 200, models.listing))
+    for model_id, entry in models.entries.items():
+        routes.append(
+            _direct(f"model:{model_id}", f"^/v1/models/{re.escape(model_id)}/?$", "GET", 200, entry)
         )
-    )
+    routes += [
+        _direct(
+            "model_not_found",
+            r"^/v1/models/.+$",
+            "GET",
+            404,
+            _json_error(
+                "This model is not served by this gateway: GET /v1/models lists them.",
+                "model_not_found",
+                param="model",
+            ),
+        ),
+        _direct(
+            "models_method",
+            r"^/v1/models(/.*)?$",
+            None,
+            405,
+            _json_error("/v1/models takes GET.", "method_not_allowed"),
+        ),
+        _direct(
+            "not_found",
+            r"^.*$",
+            None,
+            404,
+            _json_error(
+                "No route for this request: this gateway serves POST /v1/chat/completions "
+                "and GET /v1/models.",
+                "unknown_url",
+            ),
+        ),
+    ]
     vhost = route.VirtualHost(name="plano", domains=["*"], routes=routes)
     return route.RouteConfiguration(name="plano", virtual_hosts=[vhost])
 
 
-def _json_body(message: str, type_: str, code: str) -> core.SubstitutionFormatString:
-    # json_format: Envoy JSON-escapes %LOCAL_REPLY_BODY% and sets application/json itself.
-    error = {"message": message, "type": type_, "param": None, "code": code}
-    return core.SubstitutionFormatString(json_format=Struct.from_dict({"error": error}))
+@dataclass(frozen=True)
+class _Models:
+    listing: core.SubstitutionFormatString
+    entries: dict[str, core.SubstitutionFormatString]
+
+
+def _models(config: Config) -> _Models:
+    """The /v1/models answers: they depend on the config only, so Envoy gives them."""
+    entries: dict[str, dict[str, object]] = {}
+    for p in config.providers:
+        entries[p.name] = {"id": p.name, "object": "model", "created": 0, "owned_by": p.provider}
+    for alias in config.aliases.values():
+        entries[alias.name] = {
+            "id": alias.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "plano",
+            "target": alias.target.name,
+        }
+    listing = _json_text({"object": "list", "data": list(entries.values())})
+    return _Models(listing, {k: _json_text(v) for k, v in entries.items()})
+
+
+def _json_text(value: object) -> core.SubstitutionFormatString:
+    # Text, not json_format: that one writes every number as a string ("created": "0.0").
+    return core.SubstitutionFormatString(
+        text_format_source=core.DataSource(inline_string=json.dumps(value).replace("%", "%%")),
+        content_type="application/json",
+    )
+
+
+def _json_error(message: str, code: str, param: str | None = None) -> core.SubstitutionFormatString:
+    return core.SubstitutionFormatString(json_format=_error(message, code, param))
+
+
+def _error(
+    message: str, code: str, param: str | None = None, type_: str = "invalid_request_error"
+) -> Struct:
+    """An OpenAI-style error body. In json_format Envoy JSON-escapes %LOCAL_REPLY_BODY%."""
+    return Struct.from_dict(
+        {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    )
+
+
+def _direct(
+    name: str,
+    path_regex: str,
+    method: str | None,
+    status: int,
+    body: core.SubstitutionFormatString,
+    ext_proc_enabled: bool = False,
+) -> route.Route:
+    """A route Envoy answers itself with a JSON body; ``method`` None matches any method."""
+    headers = []
+    if method is not None:
+        headers.append(
+            route.HeaderMatcher(name=":method", string_match=StringMatcher(exact=method))
+        )
+    return route.Route(
+        name=name,
+        match=route.RouteMatch(safe_regex=RegexMatcher(regex=path_regex), headers=headers),
+        direct_response=route.DirectResponseAction(
+            status=status,
+            body_format=body,
+        ),
+        # Nothing to route: the server need not read the body.
+        typed_per_filter_config={} if ext_proc_enabled else dict(_NO_EXT_PROC),
+    )
 
 
 def _status(code: int, op: str = "EQ") -> accesslog.AccessLogFilter:
@@ -382,7 +535,12 @@ def _local_replies(max_body_bytes: int) -> hcm.LocalReplyConfig:
     ]
     return hcm.LocalReplyConfig(
         mappers=[
-            hcm.ResponseMapper(filter=match, body_format_override=_json_body(msg, type_, code))
+            hcm.ResponseMapper(
+                filter=match,
+                body_format_override=core.SubstitutionFormatString(
+                    json_format=_error(msg, code, type_=type_)
+                ),
+            )
             for match, msg, type_, code in table
         ]
     )

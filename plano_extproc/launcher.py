@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import socket
@@ -77,7 +78,9 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
-def run_gateway(config: Config, options: EnvoyOptions, concurrency: int | None = None) -> int:
+def run_gateway(
+    config: Config, options: EnvoyOptions, concurrency: int | None = None, engine: str = "h2"
+) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="plano-extproc-"))
     bootstrap = workdir / "envoy.yaml"
     bootstrap.write_text(render_yaml(config, options))
@@ -92,15 +95,19 @@ def run_gateway(config: Config, options: EnvoyOptions, concurrency: int | None =
 
     children: list[subprocess.Popen[bytes]] = []
     try:
-        host, port = options.extproc[0]
-        server = [sys.executable, "-m", "plano_extproc", "serve", config.source]
-        children.append(_spawn([*server, "--listen", f"{host}:{port}", "--quiet-warnings"]))
-        if not _wait_until(lambda: _port_open(host, port), children, 30):
-            print(
-                f"plano-extproc: the ext_proc server did not start on {host}:{port}",
-                file=sys.stderr,
-            )
-            return 1
+        # One server process per ext_proc endpoint: Envoy spreads streams over them.
+        for host, port in options.extproc:
+            server = [sys.executable, "-m", "plano_extproc", "serve", config.source]
+            server += ["--listen", f"{host}:{port}", "--engine", engine, "--quiet-warnings"]
+            children.append(_spawn(server))
+        servers = list(children)
+        for host, port in options.extproc:
+            if not _wait_until(functools.partial(_port_open, host, port), children, 30):
+                print(
+                    f"plano-extproc: the ext_proc server did not start on {host}:{port}",
+                    file=sys.stderr,
+                )
+                return 1
         envoy = [
             envoy_binary(),
             "-c",
@@ -118,14 +125,14 @@ def run_gateway(config: Config, options: EnvoyOptions, concurrency: int | None =
         lis = config.listener
         print(
             f"plano gateway listening on http://{lis.address}:{lis.port}/v1 "
-            f"(ext_proc {host}:{port}, Envoy admin 127.0.0.1:{options.admin_port}, "
+            f"(ext_proc {_endpoints(options)}, Envoy admin 127.0.0.1:{options.admin_port}, "
             f"bootstrap {bootstrap}); Ctrl-C stops it",
             flush=True,
         )
         while not stop_requested:
             for child in children:
                 if child.poll() is not None:
-                    name = "ext_proc server" if child is children[0] else "Envoy"
+                    name = "ext_proc server" if child in servers else "Envoy"
                     print(
                         f"plano-extproc: {name} exited with {child.returncode}; stopping",
                         file=sys.stderr,
@@ -137,3 +144,7 @@ def run_gateway(config: Config, options: EnvoyOptions, concurrency: int | None =
         _stop(children)
         bootstrap.unlink(missing_ok=True)
         os.rmdir(workdir)
+
+
+def _endpoints(options: EnvoyOptions) -> str:
+    return ", ".join(f"{host}:{port}" for host, port in options.extproc)

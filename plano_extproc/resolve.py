@@ -8,10 +8,10 @@ names no model asks the preference router (``ASK_ROUTER``) when routes are confi
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import body as json_body
 from .config import AUTO_MODEL_NAMES, Config, Provider
 from .errors import ErrorReply, invalid_request
 from .router.base import OTHER, RouteChoice
@@ -25,6 +25,7 @@ class ChatRequest:
 
     body: dict[str, Any]
     model: str | None  # None when the client named no model (absent, empty or an auto name)
+    wire: json_body.JsonBody  # the body as sent, for rewriting its model in place
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,10 @@ ASK_ROUTER = AskRouter()
 
 def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
     try:
-        body = json.loads(raw, parse_constant=_reject_constant)
+        wire = json_body.parse(raw)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         return invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json")
+    body = wire.value
     if not isinstance(body, dict):
         return invalid_request(
             f"The request body must be a JSON object, got {type(body).__name__}.",
@@ -74,12 +76,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
         )
     if model is not None and model.strip() in AUTO_MODEL_NAMES:
         model = None
-    return ChatRequest(body=body, model=model)
-
-
-def _reject_constant(name: str) -> object:
-    # Python's json reads NaN/Infinity and would write them back: not JSON to a provider.
-    raise ValueError(f"{name} is not a JSON value")
+    return ChatRequest(body=body, model=model, wire=wire)
 
 
 def resolve(model: str | None, config: Config) -> Decision | ErrorReply | AskRouter:

@@ -1,23 +1,31 @@
-"""The ext_proc gRPC server: a thin shell that feeds Envoy's messages to the processor."""
+"""The ext_proc gRPC server: a thin shell that feeds Envoy's messages to the processor.
+
+Two transports serve the same ``ExtProcService``: ``h2`` (the default, h2grpc.py) and
+``grpcio`` (grpc.aio), kept for comparison; bench/RESULTS.md has the cost of each.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Literal, Protocol
 
 import grpc
 
 from ._proto import ext_proc_pb2 as pb
 from .config import Config
 from .errors import ErrorReply
+from .h2grpc import H2GrpcServer
 from .processor import PendingRoute, Processor, error_response
 from .router import load_router
 from .router.service import RouterService
 
 log = logging.getLogger("plano_extproc.server")
 
+Engine = Literal["h2", "grpcio"]
+ENGINES: tuple[Engine, ...] = ("h2", "grpcio")
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 METHOD = f"/{SERVICE}/Process"
 INTERNAL_ERROR = ErrorReply(
@@ -27,77 +35,121 @@ INTERNAL_ERROR = ErrorReply(
 _FRAMING_BYTES = 64 * 1024
 
 
-class ExternalProcessor:
+class ExtProcService:
     """Envoy opens one Process stream per HTTP request; each message gets one answer."""
 
     def __init__(self, processor: Processor, router: RouterService | None) -> None:
         self._processor = processor
         self._router = router
 
-    async def Process(
-        self,
-        requests: AsyncIterator[pb.ProcessingRequest],
-        context: grpc.aio.ServicerContext[pb.ProcessingRequest, pb.ProcessingResponse],
-    ) -> AsyncIterator[pb.ProcessingResponse]:
-        exchange = self._processor.exchange()
-        async for request in requests:
-            try:
-                response = exchange.handle(request)
-                if isinstance(response, PendingRoute):
-                    response = await self._route(response)
-            except Exception:
-                # A bug of ours must cost one request a clear 500, never the stream or server.
-                log.exception("failed to process a %s message", request.WhichOneof("request"))
-                response = error_response(INTERNAL_ERROR)
-            yield response
+    def handle(self, payload: bytes) -> bytes | Awaitable[bytes]:
+        """The answer to one serialized ProcessingRequest, or an awaitable of it when the
+        router must read the request first."""
+        try:
+            request = pb.ProcessingRequest.FromString(payload)
+            response = self._processor.handle(request)
+            if isinstance(response, PendingRoute):
+                return self._route(response)
+        except Exception:
+            response = self._failed()
+        return response.SerializeToString()
 
-    async def _route(self, pending: PendingRoute) -> pb.ProcessingResponse:
-        choice = None
-        if self._router is not None:
-            choice = await self._router.choose(pending.request.body["messages"])
-        return self._processor.on_route_choice(pending, choice)
+    async def _route(self, pending: PendingRoute) -> bytes:
+        try:
+            choice = None
+            if self._router is not None:
+                choice = await self._router.choose(pending.request.body["messages"])
+            response = self._processor.on_route_choice(pending, choice)
+        except Exception:
+            response = self._failed()
+        return response.SerializeToString()
+
+    @staticmethod
+    def _failed() -> pb.ProcessingResponse:
+        # A bug of ours must cost one request a clear 500, never the stream or server.
+        log.exception("failed to process an ext_proc message")
+        return error_response(INTERNAL_ERROR)
+
+
+class Server(Protocol):
+    async def start(self) -> int: ...  # the port it listens on
+
+    async def stop(self, grace: float) -> None: ...
+
+
+class _H2Server:
+    def __init__(self, service: ExtProcService, listen: str, max_message: int) -> None:
+        self._server = H2GrpcServer(METHOD.encode(), service.handle, max_message)
+        self._listen = listen
+
+    async def start(self) -> int:
+        host, port = self._listen.rsplit(":", 1)
+        try:
+            return await self._server.start(host, int(port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {self._listen}: {exc.strerror}") from exc
+
+    async def stop(self, grace: float) -> None:
+        await self._server.stop(grace)
+
+
+class _GrpcioServer:
+    def __init__(self, service: ExtProcService, listen: str, max_message: int) -> None:
+        self._server = grpc.aio.server(
+            options=[
+                # A stale server on the same port would otherwise keep answering
+                # (ARCHITECTURE.md).
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.max_send_message_length", max_message),
+            ]
+        )
+        self._service = service
+
+        async def process(
+            requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+        ) -> AsyncIterator[bytes]:
+            async for request in requests:
+                answer = service.handle(request)
+                yield answer if isinstance(answer, bytes) else await answer
+
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE, {"Process": grpc.stream_stream_rpc_method_handler(process)}
+        )
+        self._server.add_generic_rpc_handlers((handler,))
+        self._port = self._server.add_insecure_port(listen)
+        if self._port == 0:
+            raise OSError(f"cannot listen on {listen}")
+
+    async def start(self) -> int:
+        await self._server.start()
+        return self._port
+
+    async def stop(self, grace: float) -> None:
+        await self._server.stop(grace)
 
 
 def build_server(
-    config: Config, listen: str, router: RouterService | None = None
-) -> tuple[grpc.aio.Server, int]:
-    """A server bound to ``listen`` (host:port, port 0 picks one); returns it and its port.
-    ``router`` reads requests that name no model; without one they go to the default."""
+    config: Config, listen: str, router: RouterService | None = None, engine: Engine = "h2"
+) -> Server:
+    """A server for ``listen`` (host:port, port 0 picks one), not started yet. ``router``
+    reads requests that name no model; without one they go to the default."""
+    service = ExtProcService(Processor(config), router)
     max_message = config.listener.max_body_bytes + _FRAMING_BYTES
-    server = grpc.aio.server(
-        options=[
-            # A stale server on the same port would otherwise keep answering (ARCHITECTURE.md).
-            ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", max_message),
-            ("grpc.max_send_message_length", max_message),
-        ]
-    )
-    servicer = ExternalProcessor(Processor(config), router)
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Process": grpc.stream_stream_rpc_method_handler(
-                servicer.Process,
-                request_deserializer=pb.ProcessingRequest.FromString,
-                response_serializer=pb.ProcessingResponse.SerializeToString,
-            ),
-        },
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    return server, port
+    kind = _GrpcioServer if engine == "grpcio" else _H2Server
+    return kind(service, listen, max_message)
 
 
-async def serve(config: Config, listen: str, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    config: Config, listen: str, ready: asyncio.Event | None = None, engine: Engine = "h2"
+) -> None:
     """Serve until SIGINT/SIGTERM, then finish the streams in flight (up to 5 s)."""
     router = load_router(config)  # before listening: a model that cannot load stops start-up
     service = RouterService(router, config.router.timeout_s) if router is not None else None
-    server, port = build_server(config, listen, service)
-    await server.start()
+    server = build_server(config, listen, service, engine)
+    port = await server.start()
     host = listen.rsplit(":", 1)[0]
-    log.info("ext_proc server listening on %s:%d", host, port)
+    log.info("ext_proc server (%s) listening on %s:%d", engine, host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -22,57 +22,58 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x65xt_proc.proto\x12\x10plano.extproc.v3\"<\n\x0bHeaderValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x11\n\traw_value\x18\x03 \x01(\x0c\";\n\tHeaderMap\x12.\n\x07headers\x18\x01 \x03(\x0b\x32\x1d.plano.extproc.v3.HeaderValue\"\xaa\x02\n\x11HeaderValueOption\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.plano.extproc.v3.HeaderValue\x12M\n\rappend_action\x18\x03 \x01(\x0e\x32\x36.plano.extproc.v3.HeaderValueOption.HeaderAppendAction\x12\x18\n\x10keep_empty_value\x18\x04 \x01(\x08\"}\n\x12HeaderAppendAction\x12\x1b\n\x17\x41PPEND_IF_EXISTS_OR_ADD\x10\x00\x12\x11\n\rADD_IF_ABSENT\x10\x01\x12\x1e\n\x1aOVERWRITE_IF_EXISTS_OR_ADD\x10\x02\x12\x17\n\x13OVERWRITE_IF_EXISTS\x10\x03\"\x1a\n\nHttpStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\"\xfa\x04\n\x0eProcessingMode\x12L\n\x13request_header_mode\x18\x01 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\x12M\n\x14response_header_mode\x18\x02 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\x12H\n\x11request_body_mode\x18\x03 \x01(\x0e\x32-.plano.extproc.v3.ProcessingMode.BodySendMode\x12I\n\x12response_body_mode\x18\x04 \x01(\x0e\x32-.plano.extproc.v3.ProcessingMode.BodySendMode\x12M\n\x14request_trailer_mode\x18\x05 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\x12N\n\x15response_trailer_mode\x18\x06 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\"1\n\x0eHeaderSendMode\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\x08\n\x04SEND\x10\x01\x12\x08\n\x04SKIP\x10\x02\"d\n\x0c\x42odySendMode\x12\x08\n\x04NONE\x10\x00\x12\x0c\n\x08STREAMED\x10\x01\x12\x0c\n\x08\x42UFFERED\x10\x02\x12\x14\n\x10\x42UFFERED_PARTIAL\x10\x03\x12\x18\n\x14\x46ULL_DUPLEX_STREAMED\x10\x04\"R\n\x0bHttpHeaders\x12,\n\x07headers\x18\x01 \x01(\x0b\x32\x1b.plano.extproc.v3.HeaderMap\x12\x15\n\rend_of_stream\x18\x03 \x01(\x08\"/\n\x08HttpBody\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\"=\n\x0cHttpTrailers\x12-\n\x08trailers\x18\x01 \x01(\x0b\x32\x1b.plano.extproc.v3.HeaderMap\"\x91\x03\n\x11ProcessingRequest\x12\x38\n\x0frequest_headers\x18\x02 \x01(\x0b\x32\x1d.plano.extproc.v3.HttpHeadersH\x00\x12\x39\n\x10response_headers\x18\x03 \x01(\x0b\x32\x1d.plano.extproc.v3.HttpHeadersH\x00\x12\x32\n\x0crequest_body\x18\x04 \x01(\x0b\x32\x1a.plano.extproc.v3.HttpBodyH\x00\x12\x33\n\rresponse_body\x18\x05 \x01(\x0b\x32\x1a.plano.extproc.v3.HttpBodyH\x00\x12:\n\x10request_trailers\x18\x06 \x01(\x0b\x32\x1e.plano.extproc.v3.HttpTrailersH\x00\x12;\n\x11response_trailers\x18\x07 \x01(\x0b\x32\x1e.plano.extproc.v3.HttpTrailersH\x00\x12\x1a\n\x12observability_mode\x18\n \x01(\x08\x42\t\n\x07request\"b\n\x0eHeaderMutation\x12\x38\n\x0bset_headers\x18\x01 \x03(\x0b\x32#.plano.extproc.v3.HeaderValueOption\x12\x16\n\x0eremove_headers\x18\x02 \x03(\t\"@\n\x0c\x42odyMutation\x12\x0e\n\x04\x62ody\x18\x01 \x01(\x0cH\x00\x12\x14\n\nclear_body\x18\x02 \x01(\x08H\x00\x42\n\n\x08mutation\"\xc7\x02\n\x0e\x43ommonResponse\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.plano.extproc.v3.CommonResponse.ResponseStatus\x12\x39\n\x0fheader_mutation\x18\x02 \x01(\x0b\x32 .plano.extproc.v3.HeaderMutation\x12\x35\n\rbody_mutation\x18\x03 \x01(\x0b\x32\x1e.plano.extproc.v3.BodyMutation\x12-\n\x08trailers\x18\x04 \x01(\x0b\x32\x1b.plano.extproc.v3.HeaderMap\x12\x19\n\x11\x63lear_route_cache\x18\x05 \x01(\x08\"8\n\x0eResponseStatus\x12\x0c\n\x08\x43ONTINUE\x10\x00\x12\x18\n\x14\x43ONTINUE_AND_REPLACE\x10\x01\"E\n\x0fHeadersResponse\x12\x32\n\x08response\x18\x01 \x01(\x0b\x32 .plano.extproc.v3.CommonResponse\"B\n\x0c\x42odyResponse\x12\x32\n\x08response\x18\x01 \x01(\x0b\x32 .plano.extproc.v3.CommonResponse\"M\n\x10TrailersResponse\x12\x39\n\x0fheader_mutation\x18\x01 \x01(\x0b\x32 .plano.extproc.v3.HeaderMutation\"\x1c\n\nGrpcStatus\x12\x0e\n\x06status\x18\x01 \x01(\r\"\xc6\x01\n\x11ImmediateResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.plano.extproc.v3.HttpStatus\x12\x31\n\x07headers\x18\x02 \x01(\x0b\x32 .plano.extproc.v3.HeaderMutation\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x31\n\x0bgrpc_status\x18\x04 \x01(\x0b\x32\x1c.plano.extproc.v3.GrpcStatus\x12\x0f\n\x07\x64\x65tails\x18\x05 \x01(\t\"\x8b\x04\n\x12ProcessingResponse\x12<\n\x0frequest_headers\x18\x01 \x01(\x0b\x32!.plano.extproc.v3.HeadersResponseH\x00\x12=\n\x10response_headers\x18\x02 \x01(\x0b\x32!.plano.extproc.v3.HeadersResponseH\x00\x12\x36\n\x0crequest_body\x18\x03 \x01(\x0b\x32\x1e.plano.extproc.v3.BodyResponseH\x00\x12\x37\n\rresponse_body\x18\x04 \x01(\x0b\x32\x1e.plano.extproc.v3.BodyResponseH\x00\x12>\n\x10request_trailers\x18\x05 \x01(\x0b\x32\".plano.extproc.v3.TrailersResponseH\x00\x12?\n\x11response_trailers\x18\x06 \x01(\x0b\x32\".plano.extproc.v3.TrailersResponseH\x00\x12\x41\n\x12immediate_response\x18\x07 \x01(\x0b\x32#.plano.extproc.v3.ImmediateResponseH\x00\x12\x37\n\rmode_override\x18\t \x01(\x0b\x32 .plano.extproc.v3.ProcessingModeB\n\n\x08responseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0e\x65xt_proc.proto\x12\x10plano.extproc.v3\x1a\x1cgoogle/protobuf/struct.proto\"<\n\x0bHeaderValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x11\n\traw_value\x18\x03 \x01(\x0c\";\n\tHeaderMap\x12.\n\x07headers\x18\x01 \x03(\x0b\x32\x1d.plano.extproc.v3.HeaderValue\"\xaa\x02\n\x11HeaderValueOption\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.plano.extproc.v3.HeaderValue\x12M\n\rappend_action\x18\x03 \x01(\x0e\x32\x36.plano.extproc.v3.HeaderValueOption.HeaderAppendAction\x12\x18\n\x10keep_empty_value\x18\x04 \x01(\x08\"}\n\x12HeaderAppendAction\x12\x1b\n\x17\x41PPEND_IF_EXISTS_OR_ADD\x10\x00\x12\x11\n\rADD_IF_ABSENT\x10\x01\x12\x1e\n\x1aOVERWRITE_IF_EXISTS_OR_ADD\x10\x02\x12\x17\n\x13OVERWRITE_IF_EXISTS\x10\x03\"\x1a\n\nHttpStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\r\"\xfa\x04\n\x0eProcessingMode\x12L\n\x13request_header_mode\x18\x01 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\x12M\n\x14response_header_mode\x18\x02 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\x12H\n\x11request_body_mode\x18\x03 \x01(\x0e\x32-.plano.extproc.v3.ProcessingMode.BodySendMode\x12I\n\x12response_body_mode\x18\x04 \x01(\x0e\x32-.plano.extproc.v3.ProcessingMode.BodySendMode\x12M\n\x14request_trailer_mode\x18\x05 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\x12N\n\x15response_trailer_mode\x18\x06 \x01(\x0e\x32/.plano.extproc.v3.ProcessingMode.HeaderSendMode\"1\n\x0eHeaderSendMode\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\x08\n\x04SEND\x10\x01\x12\x08\n\x04SKIP\x10\x02\"d\n\x0c\x42odySendMode\x12\x08\n\x04NONE\x10\x00\x12\x0c\n\x08STREAMED\x10\x01\x12\x0c\n\x08\x42UFFERED\x10\x02\x12\x14\n\x10\x42UFFERED_PARTIAL\x10\x03\x12\x18\n\x14\x46ULL_DUPLEX_STREAMED\x10\x04\"R\n\x0bHttpHeaders\x12,\n\x07headers\x18\x01 \x01(\x0b\x32\x1b.plano.extproc.v3.HeaderMap\x12\x15\n\rend_of_stream\x18\x03 \x01(\x08\"/\n\x08HttpBody\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\"=\n\x0cHttpTrailers\x12-\n\x08trailers\x18\x01 \x01(\x0b\x32\x1b.plano.extproc.v3.HeaderMap\"\x91\x03\n\x11ProcessingRequest\x12\x38\n\x0frequest_headers\x18\x02 \x01(\x0b\x32\x1d.plano.extproc.v3.HttpHeadersH\x00\x12\x39\n\x10response_headers\x18\x03 \x01(\x0b\x32\x1d.plano.extproc.v3.HttpHeadersH\x00\x12\x32\n\x0crequest_body\x18\x04 \x01(\x0b\x32\x1a.plano.extproc.v3.HttpBodyH\x00\x12\x33\n\rresponse_body\x18\x05 \x01(\x0b\x32\x1a.plano.extproc.v3.HttpBodyH\x00\x12:\n\x10request_trailers\x18\x06 \x01(\x0b\x32\x1e.plano.extproc.v3.HttpTrailersH\x00\x12;\n\x11response_trailers\x18\x07 \x01(\x0b\x32\x1e.plano.extproc.v3.HttpTrailersH\x00\x12\x1a\n\x12observability_mode\x18\n \x01(\x08\x42\t\n\x07request\"b\n\x0eHeaderMutation\x12\x38\n\x0bset_headers\x18\x01 \x03(\x0b\x32#.plano.extproc.v3.HeaderValueOption\x12\x16\n\x0eremove_headers\x18\x02 \x03(\t\"@\n\x0c\x42odyMutation\x12\x0e\n\x04\x62ody\x18\x01 \x01(\x0cH\x00\x12\x14\n\nclear_body\x18\x02 \x01(\x08H\x00\x42\n\n\x08mutation\"\xc7\x02\n\x0e\x43ommonResponse\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.plano.extproc.v3.CommonResponse.ResponseStatus\x12\x39\n\x0fheader_mutation\x18\x02 \x01(\x0b\x32 .plano.extproc.v3.HeaderMutation\x12\x35\n\rbody_mutation\x18\x03 \x01(\x0b\x32\x1e.plano.extproc.v3.BodyMutation\x12-\n\x08trailers\x18\x04 \x01(\x0b\x32\x1b.plano.extproc.v3.HeaderMap\x12\x19\n\x11\x63lear_route_cache\x18\x05 \x01(\x08\"8\n\x0eResponseStatus\x12\x0c\n\x08\x43ONTINUE\x10\x00\x12\x18\n\x14\x43ONTINUE_AND_REPLACE\x10\x01\"E\n\x0fHeadersResponse\x12\x32\n\x08response\x18\x01 \x01(\x0b\x32 .plano.extproc.v3.CommonResponse\"B\n\x0c\x42odyResponse\x12\x32\n\x08response\x18\x01 \x01(\x0b\x32 .plano.extproc.v3.CommonResponse\"M\n\x10TrailersResponse\x12\x39\n\x0fheader_mutation\x18\x01 \x01(\x0b\x32 .plano.extproc.v3.HeaderMutation\"\x1c\n\nGrpcStatus\x12\x0e\n\x06status\x18\x01 \x01(\r\"\xc6\x01\n\x11ImmediateResponse\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.plano.extproc.v3.HttpStatus\x12\x31\n\x07headers\x18\x02 \x01(\x0b\x32 .plano.extproc.v3.HeaderMutation\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x31\n\x0bgrpc_status\x18\x04 \x01(\x0b\x32\x1c.plano.extproc.v3.GrpcStatus\x12\x0f\n\x07\x64\x65tails\x18\x05 \x01(\t\"\xbe\x04\n\x12ProcessingResponse\x12<\n\x0frequest_headers\x18\x01 \x01(\x0b\x32!.plano.extproc.v3.HeadersResponseH\x00\x12=\n\x10response_headers\x18\x02 \x01(\x0b\x32!.plano.extproc.v3.HeadersResponseH\x00\x12\x36\n\x0crequest_body\x18\x03 \x01(\x0b\x32\x1e.plano.extproc.v3.BodyResponseH\x00\x12\x37\n\rresponse_body\x18\x04 \x01(\x0b\x32\x1e.plano.extproc.v3.BodyResponseH\x00\x12>\n\x10request_trailers\x18\x05 \x01(\x0b\x32\".plano.extproc.v3.TrailersResponseH\x00\x12?\n\x11response_trailers\x18\x06 \x01(\x0b\x32\".plano.extproc.v3.TrailersResponseH\x00\x12\x41\n\x12immediate_response\x18\x07 \x01(\x0b\x32#.plano.extproc.v3.ImmediateResponseH\x00\x12\x31\n\x10\x64ynamic_metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x37\n\rmode_override\x18\t \x01(\x0b\x32 .plano.extproc.v3.ProcessingModeB\n\n\x08responseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ext_proc_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HEADERVALUE']._serialized_start=36
-  _globals['_HEADERVALUE']._serialized_end=96
-  _globals['_HEADERMAP']._serialized_start=98
-  _globals['_HEADERMAP']._serialized_end=157
-  _globals['_HEADERVALUEOPTION']._serialized_start=160
-  _globals['_HEADERVALUEOPTION']._serialized_end=458
-  _globals['_HEADERVALUEOPTION_HEADERAPPENDACTION']._serialized_start=333
-  _globals['_HEADERVALUEOPTION_HEADERAPPENDACTION']._serialized_end=458
-  _globals['_HTTPSTATUS']._serialized_start=460
-  _globals['_HTTPSTATUS']._serialized_end=486
-  _globals['_PROCESSINGMODE']._serialized_start=489
-  _globals['_PROCESSINGMODE']._serialized_end=1123
-  _globals['_PROCESSINGMODE_HEADERSENDMODE']._serialized_start=972
-  _globals['_PROCESSINGMODE_HEADERSENDMODE']._serialized_end=1021
-  _globals['_PROCESSINGMODE_BODYSENDMODE']._serialized_start=1023
-  _globals['_PROCESSINGMODE_BODYSENDMODE']._serialized_end=1123
-  _globals['_HTTPHEADERS']._serialized_start=1125
-  _globals['_HTTPHEADERS']._serialized_end=1207
-  _globals['_HTTPBODY']._serialized_start=1209
-  _globals['_HTTPBODY']._serialized_end=1256
-  _globals['_HTTPTRAILERS']._serialized_start=1258
-  _globals['_HTTPTRAILERS']._serialized_end=1319
-  _globals['_PROCESSINGREQUEST']._serialized_start=1322
-  _globals['_PROCESSINGREQUEST']._serialized_end=1723
-  _globals['_HEADERMUTATION']._serialized_start=1725
-  _globals['_HEADERMUTATION']._serialized_end=1823
-  _globals['_BODYMUTATION']._serialized_start=1825
-  _globals['_BODYMUTATION']._serialized_end=1889
-  _globals['_COMMONRESPONSE']._serialized_start=1892
-  _globals['_COMMONRESPONSE']._serialized_end=2219
-  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_start=2163
-  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_end=2219
-  _globals['_HEADERSRESPONSE']._serialized_start=2221
-  _globals['_HEADERSRESPONSE']._serialized_end=2290
-  _globals['_BODYRESPONSE']._serialized_start=2292
-  _globals['_BODYRESPONSE']._serialized_end=2358
-  _globals['_TRAILERSRESPONSE']._serialized_start=2360
-  _globals['_TRAILERSRESPONSE']._serialized_end=2437
-  _globals['_GRPCSTATUS']._serialized_start=2439
-  _globals['_GRPCSTATUS']._serialized_end=2467
-  _globals['_IMMEDIATERESPONSE']._serialized_start=2470
-  _globals['_IMMEDIATERESPONSE']._serialized_end=2668
-  _globals['_PROCESSINGRESPONSE']._serialized_start=2671
-  _globals['_PROCESSINGRESPONSE']._serialized_end=3194
+  _globals['_HEADERVALUE']._serialized_start=66
+  _globals['_HEADERVALUE']._serialized_end=126
+  _globals['_HEADERMAP']._serialized_start=128
+  _globals['_HEADERMAP']._serialized_end=187
+  _globals['_HEADERVALUEOPTION']._serialized_start=190
+  _globals['_HEADERVALUEOPTION']._serialized_end=488
+  _globals['_HEADERVALUEOPTION_HEADERAPPENDACTION']._serialized_start=363
+  _globals['_HEADERVALUEOPTION_HEADERAPPENDACTION']._serialized_end=488
+  _globals['_HTTPSTATUS']._serialized_start=490
+  _globals['_HTTPSTATUS']._serialized_end=516
+  _globals['_PROCESSINGMODE']._serialized_start=519
+  _globals['_PROCESSINGMODE']._serialized_end=1153
+  _globals['_PROCESSINGMODE_HEADERSENDMODE']._serialized_start=1002
+  _globals['_PROCESSINGMODE_HEADERSENDMODE']._serialized_end=1051
+  _globals['_PROCESSINGMODE_BODYSENDMODE']._serialized_start=1053
+  _globals['_PROCESSINGMODE_BODYSENDMODE']._serialized_end=1153
+  _globals['_HTTPHEADERS']._serialized_start=1155
+  _globals['_HTTPHEADERS']._serialized_end=1237
+  _globals['_HTTPBODY']._serialized_start=1239
+  _globals['_HTTPBODY']._serialized_end=1286
+  _globals['_HTTPTRAILERS']._serialized_start=1288
+  _globals['_HTTPTRAILERS']._serialized_end=1349
+  _globals['_PROCESSINGREQUEST']._serialized_start=1352
+  _globals['_PROCESSINGREQUEST']._serialized_end=1753
+  _globals['_HEADERMUTATION']._serialized_start=1755
+  _globals['_HEADERMUTATION']._serialized_end=1853
+  _globals['_BODYMUTATION']._serialized_start=1855
+  _globals['_BODYMUTATION']._serialized_end=1919
+  _globals['_COMMONRESPONSE']._serialized_start=1922
+  _globals['_COMMONRESPONSE']._serialized_end=2249
+  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_start=2193
+  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_end=2249
+  _globals['_HEADERSRESPONSE']._serialized_start=2251
+  _globals['_HEADERSRESPONSE']._serialized_end=2320
+  _globals['_BODYRESPONSE']._serialized_start=2322
+  _globals['_BODYRESPONSE']._serialized_end=2388
+  _globals['_TRAILERSRESPONSE']._serialized_start=2390
+  _globals['_TRAILERSRESPONSE']._serialized_end=2467
+  _globals['_GRPCSTATUS']._serialized_start=2469
+  _globals['_GRPCSTATUS']._serialized_end=2497
+  _globals['_IMMEDIATERESPONSE']._serialized_start=2500
+  _globals['_IMMEDIATERESPONSE']._serialized_end=2698
+  _globals['_PROCESSINGRESPONSE']._serialized_start=2701
+  _globals['_PROCESSINGRESPONSE']._serialized_end=3275
 # @@protoc_insertion_point(module_scope)

@@ -111,16 +111,19 @@ def test_client_credentials_and_spoofed_headers_never_reach_the_provider(
         headers={
             "authorization": "Bearer client",
             "x-api-key": "client",
-            "x-plano-cluster": "provider_anthropic",
+            "x-plano-model": "anthropic/claude-sonnet-4-5",
             "x-plano-routing": "spoofed",
+            "x-plano-route": "spoofed",
         },
     )
     assert response.status_code == 200
     assert response.headers["x-plano-routing"] == "direct"
+    assert response.headers["x-plano-model"] == "openai/gpt-5"
+    assert "x-plano-route" not in response.headers
     got = openai_fake.received[0]
     assert got.headers["authorization"] == "Bearer sk-fake-openai"
     assert "x-api-key" not in got.headers
-    assert got.headers["x-plano-cluster"] == "provider_openai"
+    assert not [h for h in got.headers if h.startswith("x-plano-")]
 
 
 def test_streaming_is_not_buffered(gateway: Gateway, openai_fake: FakeProvider) -> None:

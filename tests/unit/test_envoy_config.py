@@ -12,7 +12,6 @@ import yaml
 from plano_extproc import envoy_config
 from plano_extproc.config import Config, load_config, parse_config
 from plano_extproc.envoy_config import (
-    CLUSTER_HEADER,
     DECISION_HEADERS,
     EXTPROC_CLUSTER,
     EnvoyOptions,
@@ -147,35 +146,36 @@ def test_413_error_names_the_limit() -> None:
     assert str(2 * 1024 * 1024) in error["message"]
 
 
-def test_filter_chain_strips_client_routing_headers_then_ext_proc_then_router() -> None:
+def test_filter_chain_is_ext_proc_then_buffer_then_router() -> None:
     boot = boot_of()
     manager = hcm(boot)
     assert manager.get("codec_type", "AUTO") == "AUTO"  # the default is left out
     assert manager["stat_prefix"] == "egress_traffic"
     names = [f["name"] for f in manager["http_filters"]]
     assert names == [
-        "envoy.filters.http.header_mutation",
         "envoy.filters.http.ext_proc",
+        "envoy.filters.http.buffer",
         "envoy.filters.http.router",
     ]
-    strip = http_filter(boot, "envoy.filters.http.header_mutation")
-    removed = [m["remove"] for m in strip["mutations"]["request_mutations"]]
-    assert removed == [CLUSTER_HEADER, *DECISION_HEADERS]
+    # The buffer filter holds the request until ext_proc has decided; same limit as the body.
+    buffer = http_filter(boot, "envoy.filters.http.buffer")
+    assert buffer["max_request_bytes"] == 2 * 1024 * 1024
 
 
 def test_ext_proc_settings() -> None:
     ext = http_filter(boot_of(message_timeout_s=2.5), "envoy.filters.http.ext_proc")
     assert ext["grpc_service"]["envoy_grpc"] == {"cluster_name": EXTPROC_CLUSTER}
     assert not ext.get("failure_mode_allow", False)  # fail closed
+    # One message per request: the buffered body. SEND (the default) is written out.
     assert ext["processing_mode"] == {
-        "request_header_mode": "SEND",
+        "request_header_mode": "SKIP",
         "response_header_mode": "SKIP",
         "request_body_mode": "BUFFERED",
         "request_trailer_mode": "SKIP",
         "response_trailer_mode": "SKIP",
     }  # response_body_mode NONE is the default, so it is not written out
+    assert ext["metadata_options"] == {"receiving_namespaces": {"untyped": ["plano"]}}
     assert ext["message_timeout"] == "2.500s"
-    assert ext["mutation_rules"] == {"disallow_is_error": True}
     assert ext["status_on_error"] == {"code": "BadGateway"}  # 502
 
 
@@ -255,19 +255,54 @@ def test_system_ca_bundle_prefers_ssl_cert_file(
     assert envoy_config.system_ca_bundle() != str(tmp_path / "missing.pem")
 
 
-def test_routes_match_the_cluster_header() -> None:
+def by_name(boot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in routes(boot)}
+
+
+def test_one_route_per_provider_matched_on_the_servers_decision() -> None:
     config = make()
     found = routes(boot_of(config))
-    provider_routes, catch_all = found[:-1], found[-1]
-    assert [r["route"]["cluster"] for r in provider_routes] == list(config.clusters)
-    for r in provider_routes:
+    provider_routes = found[: len(config.providers)]
+    assert [r["name"] for r in provider_routes] == [p.name for p in config.providers]
+    for r, p in zip(provider_routes, config.providers, strict=True):
+        assert r["route"]["cluster"] == p.cluster
         assert r["match"] == {
-            "prefix": "/",
-            "headers": [{"name": CLUSTER_HEADER, "string_match": {"exact": r["route"]["cluster"]}}],
+            "safe_regex": {"regex": "^/v1/chat/completions/?$"},
+            "dynamic_metadata": [
+                {
+                    "filter": "plano",
+                    "path": [{"key": "model"}],
+                    "value": {"string_match": {"exact": p.name}},
+                }
+            ],
         }
         assert r["route"]["auto_host_rewrite"] is True
-    assert catch_all["match"] == {"prefix": "/"}
-    assert "route" not in catch_all
+        # The provider's base_url path replaces the client's /v1 (the query stays).
+        assert r["route"]["regex_rewrite"] == {
+            "pattern": {"regex": "^/v1/chat/completions/?$"},
+            "substitution": f"{p.endpoint.path_prefix}/chat/completions",
+        }
+
+
+def test_credentials_client_ones_removed_the_providers_from_the_decision() -> None:
+    found = by_name(boot_of(make(env={"OPENAI_API_KEY": "sk-x"})))
+    for r in found.values():
+        if "route" in r:
+            assert r["request_headers_to_remove"] == [
+                "authorization",
+                "x-api-key",
+                "api-key",
+                *DECISION_HEADERS,
+            ]
+    # The key itself is never in Envoy's config: the server sends it with each decision.
+    assert found["openai/gpt-5"]["request_headers_to_add"] == [
+        {
+            "header": {"key": "authorization", "value": "%DYNAMIC_METADATA(plano:auth)%"},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ]
+    assert "request_headers_to_add" not in found["local/small"]  # no access_key
+    assert "sk-x" not in render_yaml(make(env={"OPENAI_API_KEY": "sk-x"}))
 
 
 def test_timeout_bounds_provider_silence_not_the_whole_stream() -> None:
@@ -279,25 +314,71 @@ def test_timeout_bounds_provider_silence_not_the_whole_stream() -> None:
     assert retry_on == {"connect-failure", "refused-stream", "reset-before-request"}
 
 
-def test_decision_headers_are_copied_to_the_response() -> None:
-    for r in routes(boot_of())[:-1]:
+def test_decision_headers_come_from_the_decision_never_from_the_provider() -> None:
+    for r in routes(boot_of()):
+        if "route" not in r:
+            continue
+        assert r["response_headers_to_remove"] == list(DECISION_HEADERS)
         added = r["response_headers_to_add"]
         assert [a["header"] for a in added] == [
-            {"key": h, "value": f"%REQ({h})%"} for h in DECISION_HEADERS
+            {"key": "x-plano-model", "value": "%DYNAMIC_METADATA(plano:model)%"},
+            {"key": "x-plano-routing", "value": "%DYNAMIC_METADATA(plano:routing)%"},
+            {"key": "x-plano-route", "value": "%DYNAMIC_METADATA(plano:route)%"},
         ]
         for a in added:
             assert a["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
-            assert not a.get("keep_empty_value", False)
+            assert not a.get("keep_empty_value", False)  # no x-plano-route without a route
 
 
-def test_catch_all_is_an_openai_style_404() -> None:
-    direct = routes(boot_of())[-1]["direct_response"]
-    assert direct["status"] == 404
-    error = direct["body_format"]["json_format"]["error"]
-    assert error["type"] == "invalid_request_error"
-    assert error["code"] == "not_found"
-    assert error["param"] is None
-    assert error["message"]
+def direct(route: dict[str, Any]) -> tuple[int, Any]:
+    answer = route["direct_response"]
+    body = answer["body_format"]
+    if "json_format" in body:
+        return answer["status"], body["json_format"]
+    assert body["content_type"] == "application/json"
+    return answer["status"], json.loads(body["text_format_source"]["inline_string"])
+
+
+def test_envoy_answers_what_needs_no_decision() -> None:
+    found = by_name(boot_of())
+    # ext_proc reads the body of a chat POST only; every other route switches it off.
+    ext_proc_off = {"envoy.filters.http.ext_proc": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+        "disabled": True,
+    }}  # fmt: skip
+    chat = found["chat"]
+    assert chat["match"]["headers"] == [{"name": ":method", "string_match": {"exact": "POST"}}]
+    assert "typed_per_filter_config" not in chat
+    assert direct(chat)[1]["error"]["code"] == "missing_body"  # no body: nothing was decided
+    expected = {
+        "chat_method": (405, "method_not_allowed"),
+        "model_not_found": (404, "model_not_found"),
+        "models_method": (405, "method_not_allowed"),
+        "not_found": (404, "unknown_url"),
+    }
+    for name, (status, code) in expected.items():
+        assert direct(found[name]) == (status, direct(found[name])[1])
+        got_status, body = direct(found[name])
+        assert (got_status, body["error"]["code"]) == (status, code)
+        assert body["error"]["type"] == "invalid_request_error"
+        assert found[name]["typed_per_filter_config"] == ext_proc_off
+    assert routes(boot_of())[-1]["name"] == "not_found"
+
+
+def test_models_are_listed_by_envoy_from_the_config() -> None:
+    config = make()
+    found = by_name(boot_of(config))
+    status, listing = direct(found["models"])
+    assert status == 200 and listing["object"] == "list"
+    assert [m["id"] for m in listing["data"]] == [p.name for p in config.providers]
+    status, one = direct(found["model:local/small"])
+    assert (status, one) == (
+        200,
+        {"id": "local/small", "object": "model", "created": 0, "owned_by": "local"},
+    )
+    assert found["model:local/small"]["match"]["safe_regex"] == {
+        "regex": "^/v1/models/local/small/?$"
+    }
 
 
 def test_extproc_cluster_is_http2_round_robin_over_all_workers() -> None:

@@ -1,10 +1,11 @@
-"""The gRPC shell: Envoy's method path, and a failure of ours costs one request only."""
+"""The gRPC shell, on both transports, driven by grpcio's own client: Envoy's method path,
+answers in order, a failure of ours costs one request only, limits and unknown methods."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import pytest
@@ -12,32 +13,56 @@ import pytest
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
 from plano_extproc.processor import Processor
-from plano_extproc.server import METHOD, build_server
+from plano_extproc.router.base import RouteChoice
+from plano_extproc.server import ENGINES, METHOD, Engine, build_server
 
 pytestmark = pytest.mark.unit
 
-CONFIG = "llm_providers:\n  - model: openai/gpt-5\n    default: true\n"
-CHAT = b'{"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]}'
-
-
-def headers(path: str) -> pb.ProcessingRequest:
-    pairs = [(":method", b"POST"), (":path", path.encode())]
-    header_map = pb.HeaderMap(headers=[pb.HeaderValue(key=k, raw_value=v) for k, v in pairs])
-    return pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=header_map))
+CONFIG = """
+listeners:
+  egress_traffic:
+    max_body_size: 64KiB
+llm_providers:
+  - model: openai/gpt-5
+    default: true
+  - model: openai/gpt-5.2
+    routing_preferences:
+      - name: code
+        description: writing code
+"""
+CHAT = b'{"model": "openai/gpt-5", "messages": [{"role": "user", "content": "x"}]}'
+NO_MODEL = b'{"messages": [{"role": "user", "content": "write code"}]}'
 
 
 def body(raw: bytes) -> pb.ProcessingRequest:
     return pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True))
 
 
-async def exchange(messages: list[pb.ProcessingRequest]) -> list[pb.ProcessingResponse]:
+class SlowRouter:
+    """Stands in for RouterService: answers "code" after a pause, off the event loop."""
+
+    def __init__(self, pause: float = 0.05) -> None:
+        self.pause = pause
+
+    async def choose(self, messages: Sequence[object]) -> RouteChoice | None:
+        await asyncio.sleep(self.pause)
+        return RouteChoice("code", 0.9, {"code": 0.9})
+
+
+async def exchange(
+    engine: Engine,
+    messages: list[pb.ProcessingRequest],
+    router: object = None,
+    method: str = METHOD,
+) -> list[pb.ProcessingResponse]:
     """One Process stream over a real gRPC channel, on the path Envoy calls."""
-    server, port = build_server(parse_config(CONFIG, "t.yaml", {}), "127.0.0.1:0")
-    await server.start()
+    config = parse_config(CONFIG, "t.yaml", {})
+    server = build_server(config, "127.0.0.1:0", router, engine)  # type: ignore[arg-type]
+    port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.stream_stream(
-                METHOD,
+                method,
                 request_serializer=pb.ProcessingRequest.SerializeToString,
                 response_deserializer=pb.ProcessingResponse.FromString,
             )
@@ -48,21 +73,108 @@ async def exchange(messages: list[pb.ProcessingRequest]) -> list[pb.ProcessingRe
 
             return [response async for response in call(requests())]
     finally:
-        await server.stop(None)
+        await server.stop(0.5)
 
 
-def test_envoy_method_path_is_served() -> None:
-    first, second = asyncio.run(exchange([headers("/v1/chat/completions"), body(CHAT)]))
-    assert first.WhichOneof("response") == "request_headers"
-    assert second.request_body.response.clear_route_cache
+def model_of(response: pb.ProcessingResponse) -> str:
+    return str(response.dynamic_metadata.fields["plano"].struct_value.fields["model"].string_value)
 
 
-def test_a_bug_is_a_500_for_that_request_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(self: Processor, raw: bytes, query: str) -> pb.ProcessingResponse:
-        raise RuntimeError("boom")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_envoy_method_path_is_served(engine: Engine) -> None:
+    (answer,) = asyncio.run(exchange(engine, [body(CHAT)]))
+    assert answer.request_body.response.clear_route_cache
+    assert model_of(answer) == "openai/gpt-5"
 
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_each_message_is_answered_in_order_even_when_one_waits(engine: Engine) -> None:
+    answers = asyncio.run(
+        exchange(engine, [body(NO_MODEL), body(CHAT), body(b"{oops")], router=SlowRouter())
+    )
+    assert [model_of(a) for a in answers[:2]] == ["openai/gpt-5.2", "openai/gpt-5"]
+    routing = answers[0].dynamic_metadata.fields["plano"].struct_value.fields["route"]
+    assert routing.string_value == "code"
+    assert answers[2].immediate_response.status.code == 400
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_bug_is_a_500_for_that_request_only(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(self: Processor, raw: bytes) -> pb.ProcessingResponse:
+        if b"boom" in raw:
+            raise RuntimeError("boom")
+        return original(self, raw)
+
+    original = Processor.on_request_body
     monkeypatch.setattr(Processor, "on_request_body", explode)
-    first, second = asyncio.run(exchange([headers("/v1/chat/completions"), body(CHAT)]))
-    assert first.WhichOneof("response") == "request_headers"
-    assert second.immediate_response.status.code == 500
-    assert json.loads(second.immediate_response.body)["error"]["code"] == "internal_error"
+    first, second = asyncio.run(exchange(engine, [body(b'{"boom": 1}'), body(CHAT)]))
+    assert first.immediate_response.status.code == 500
+    assert json.loads(first.immediate_response.body)["error"]["code"] == "internal_error"
+    assert model_of(second) == "openai/gpt-5"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_message_over_the_limit_fails_the_call(engine: Engine) -> None:
+    huge = b'{"messages": [{"content": "' + b"x" * 200_000 + b'"}]}'
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        asyncio.run(exchange(engine, [body(huge)]))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_unknown_method_is_unimplemented(engine: Engine) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        # No message: the client would fail sending it after the server has ended the call.
+        asyncio.run(exchange(engine, [], method="/some.Other/Method"))
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_large_answers_respect_the_peers_frame_size_and_windows() -> None:
+    # 60 KB in, 60 KB out: several HTTP/2 frames each way, beyond grpcio's 64 KiB window.
+    messages = [body(b'{"model": "openai/gpt-5", "messages": ["' + b"y" * 60_000 + b'"]}')] * 6
+    answers = asyncio.run(exchange("h2", messages))
+    assert len(answers) == 6
+    for answer in answers:
+        assert json.loads(answer.request_body.response.body_mutation.body)["model"] == "gpt-5"
+
+
+def test_many_concurrent_streams_on_one_connection() -> None:
+    async def run() -> list[list[pb.ProcessingResponse]]:
+        config = parse_config(CONFIG, "t.yaml", {})
+        server = build_server(config, "127.0.0.1:0", SlowRouter(0.01), "h2")  # type: ignore[arg-type]
+        port = await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.stream_stream(
+                    METHOD,
+                    request_serializer=pb.ProcessingRequest.SerializeToString,
+                    response_deserializer=pb.ProcessingResponse.FromString,
+                )
+
+                async def one(raw: bytes) -> list[pb.ProcessingResponse]:
+                    return [r async for r in call(iter([body(raw)]))]
+
+                return await asyncio.gather(*(one(NO_MODEL if i % 2 else CHAT) for i in range(64)))
+        finally:
+            await server.stop(0.5)
+
+    results = asyncio.run(run())
+    assert [model_of(r[0]) for r in results] == [
+        "openai/gpt-5.2" if i % 2 else "openai/gpt-5" for i in range(64)
+    ]
+
+
+def test_a_second_server_on_the_same_port_fails() -> None:
+    async def run() -> None:
+        config = parse_config(CONFIG, "t.yaml", {})
+        first = build_server(config, "127.0.0.1:0")
+        port = await first.start()
+        try:
+            with pytest.raises(OSError):
+                await build_server(config, f"127.0.0.1:{port}").start()
+        finally:
+            await first.stop(0)
+
+    asyncio.run(run())
