@@ -49,9 +49,14 @@ proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=plano_extproc/_proto \
 		--pyi_out=plano_extproc/_proto proto/ext_proc.proto
 
-# The router benchmark: accuracy on bench/router, decision latency, memory, and the cost of
-# a preference-routed request through Envoy. Writes bench/RESULTS.md.
+# The benchmarks, each writing its section of bench/RESULTS.md:
+# - bench/router_bench.py: the preference router's accuracy, decision latency and memory;
+# - bench/load_bench.py: the ext_proc hop under load against Envoy alone (wrk and hey from
+#   Debian: apt-get install wrk hey). BENCH_ARGS=--sweep adds the client/worker sweep,
+#   BENCH_ARGS="--profile 10" only profiles the server.
+BENCH_ARGS ?=
 bench: install models
+	$(BIN)/python bench/load_bench.py --write bench/RESULTS.md $(BENCH_ARGS)
 	$(BIN)/python bench/router_bench.py --write bench/RESULTS.md
 
 clean:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from results import machine, write_section  # noqa: E402
 
 from plano_extproc.config import Config, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
@@ -216,16 +217,6 @@ def _peak_rss_mb(pid: int) -> float:
 # --- report ---
 
 
-def machine() -> str:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
-    python = platform.python_version()
-    return f"{os.cpu_count()} cores ({cpu}), Python {python}, {platform.system()}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the report to this file")
@@ -233,7 +224,8 @@ def main() -> int:
     parser.add_argument("--misses", action="store_true", help="list every wrong answer")
     args = parser.parse_args()
 
-    lines = [f"# Router benchmark — {date.today()}", "", f"Machine: {machine()}", ""]
+    lines = [f"## Router: accuracy and decision latency ({date.today()})", ""]
+    lines += [f"Machine: {machine()}", ""]
     lines += [
         "Written by `make bench` (bench/router_bench.py), all in one run. Targets (issue 3):",
         "accuracy >= 90% on held-out conversations; decision p50 <= 15 ms and p99 <= 40 ms for",
@@ -253,7 +245,7 @@ def main() -> int:
         if name == "dev":
             synthetic = {n: synthetic_latency(router, n) for n in (32, 128, 256)}
 
-    lines += ["## Accuracy (embedded encoder, default settings)", ""]
+    lines += ["### Accuracy (embedded encoder, default settings)", ""]
     lines += ["| | " + " | ".join(r.name for r in results) + " |"]
     lines += ["|---" * (len(results) + 1) + "|"]
     for key in ("ALL", *(f"case:{c}" for c in CASES)):
@@ -263,7 +255,7 @@ def main() -> int:
         routes = sorted(k for k in r.total if k.startswith("route:"))
         lines += ["", f"Per route, {r.name}: " + ", ".join(f"{k[6:]} {r.cell(k)}" for k in routes)]
 
-    lines += ["", "## Decision latency (model loaded once, one decision at a time)", ""]
+    lines += ["", "### Decision latency (model loaded once, one decision at a time)", ""]
     lines += ["| conversations | p50 ms | p99 ms |", "|---|---|---|"]
     for r in results:
         p50, p99 = percentile(r.latencies_ms, 50), percentile(r.latencies_ms, 99)
@@ -286,7 +278,7 @@ def main() -> int:
 
     if not args.skip_e2e:
         e2e = end_to_end()
-        lines += ["", "## Through Envoy (sequential client, 1 KB body, 5 interleaved rounds)", ""]
+        lines += ["", "### Through Envoy (sequential client, 1 KB body, 5 interleaved rounds)", ""]
         lines += ["| measure | value |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in e2e.items()]
         decision = percentile(results[0].latencies_ms, 50)
@@ -300,7 +292,7 @@ def main() -> int:
         for r in results:
             print(f"\n{r.name} misses:\n  " + "\n  ".join(r.misses))
     if args.write:
-        args.write.write_text(report)
+        write_section(args.write, "router", report)
     return 0
 
 

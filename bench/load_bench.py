@@ -1,0 +1,572 @@
+"""The gateway's cost under load, against Envoy alone on the same machine in the same run.
+
+    python bench/load_bench.py [--rounds 3] [--seconds 5] [--sweep] [--soak 60]
+                               [--quick] [--profile SECONDS [--native]] [--write FILE]
+
+Everything runs on 127.0.0.1 and is started and stopped here: a fake provider (an Envoy
+answering a fixed chat.completion with direct_response, so it is never the bottleneck), a
+streaming fake provider (bench/upstreams.py: a first chunk at once, the rest 5 ms later),
+Envoy alone proxying to both (the floor), and gateways (`plano-extproc up`: Envoy and the
+ext_proc server) in front of them: the default one, one on the grpcio transport for
+comparison, and, for the sweep, one with two server workers. Every Envoy runs one worker
+thread (`--concurrency 1`): the machine this was written on has two cores.
+
+Each round runs every configuration once, in turn (rotated each round), so slow drifts of a
+shared machine hit all of them alike; the tables show medians over the rounds. wrk gives
+req/s, p50 and p99; hey gives the time to the first byte of streamed answers (its CSV has a
+resolution of 0.1 ms). CPU time per request and peak RSS come from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import loadgen  # noqa: E402
+import procs  # noqa: E402
+import upstreams  # noqa: E402
+from results import machine, write_section  # noqa: E402
+
+from plano_extproc.envoy_config import envoy_binary  # noqa: E402
+
+ENVOY_CONCURRENCY = 1
+BUFFER_LIMIT = 16 * 1024 * 1024  # the gateway's default max_body_size, for the floor too
+STREAM_PAUSE_MS = 5.0
+DEFAULT = "h2 x1"  # the gateway as `make run` starts it: h2 transport, one server worker
+
+GATEWAY_CONFIG = """
+listeners:
+  egress_traffic:
+    address: 127.0.0.1
+    port: {port}
+    message_format: openai
+    timeout: 30s
+llm_providers:
+  - model: openai/gpt-5.2
+    base_url: http://127.0.0.1:{provider}/v1
+    access_key: sk-bench-openai
+    default: true
+  - model: openai/gpt-5
+    base_url: http://127.0.0.1:{provider}/v1
+    access_key: sk-bench-openai
+    routing_preferences:
+      - name: code_generation
+        description: writing new code, functions, scripts or programs from a specification
+  - model: anthropic/claude-sonnet-4-5
+    base_url: http://127.0.0.1:{provider}/anthropic/v1
+    access_key: sk-bench-anthropic
+    routing_preferences:
+      - name: creative_writing
+        description: stories, poems, song lyrics and other creative writing
+  - model: openai/gpt-stream
+    base_url: http://127.0.0.1:{stream}/v1
+    access_key: sk-bench-openai
+model_aliases:
+  fast-model:
+    target: gpt-5.2
+"""
+
+
+def chat_body(model: str | None, size: int, stream: bool = False) -> bytes:
+    """A realistic chat request of about ``size`` bytes: a system prompt, a short exchange,
+    and a last user turn that carries a pasted log when ``size`` asks for one."""
+    paste_line = "2026-11-26T08:00:00Z INFO worker-7 handled request id=4821 in 12.4 ms\n"
+    messages = [
+        {"role": "system", "content": "You are a careful assistant for a software team."},
+        {"role": "user", "content": "Our service logs show slow requests since this morning."},
+        {
+            "role": "assistant",
+            "content": "Share the relevant log lines and I will look for the pattern.",
+        },
+        {"role": "user", "content": "Write a Python function that parses these log lines:\n"},
+    ]
+    body: dict[str, object] = {"messages": messages, "temperature": 0.2, "max_tokens": 512}
+    if model is not None:
+        body = {"model": model, **body}
+    if stream:
+        body["stream"] = True
+    lines = max(1, (size - len(json.dumps(body))) // (len(paste_line) + 1))
+    messages[-1]["content"] += paste_line * lines
+    return json.dumps(body).encode()
+
+
+# --- the processes ---
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    servers: tuple[int, ...]  # the ext_proc server processes
+    envoy: int
+
+
+@dataclass(frozen=True)
+class Stack:
+    floor: str  # Envoy alone, to the fast provider
+    floor_stream: str  # Envoy alone, to the streaming provider
+    floor_envoy: int
+    gateways: dict[str, Gateway]  # "h2 x1": engine, server workers
+
+
+@contextmanager
+def stack(workdir: Path, gateways: tuple[str, ...]) -> Iterator[Stack]:
+    with ExitStack() as stop:
+
+        def start(name: str, argv: list[str], ready: Callable[[], bool]) -> int:
+            log = workdir / f"{name}.log"
+            child = stop.enter_context(procs.process(argv, log))
+            procs.wait_for(ready, name, child, log)
+            return child.pid
+
+        def start_envoy(name: str, bootstrap: str, admin: int) -> int:
+            path = workdir / f"{name}.yaml"
+            path.write_text(bootstrap)
+            argv = [envoy_binary(), "-c", str(path), "--concurrency", str(ENVOY_CONCURRENCY),
+                    "--disable-hot-restart", "-l", "warn"]  # fmt: skip
+            return start(name, argv, functools.partial(procs.http_ok, _url(admin, "/ready")))
+
+        provider, stream, admin = procs.free_port(), procs.free_port(), procs.free_port()
+        fake = upstreams.fake_provider_bootstrap(provider, admin, BUFFER_LIMIT)
+        start_envoy("provider", fake, admin)
+        streamer = [sys.executable, str(ROOT / "bench/upstreams.py"), "stream", "--port",
+                    str(stream), "--pause-ms", str(STREAM_PAUSE_MS)]  # fmt: skip
+        start("stream", streamer, functools.partial(procs.port_open, stream))
+
+        floor, floor_stream, admin = procs.free_port(), procs.free_port(), procs.free_port()
+        pairs = [(floor, provider), (floor_stream, stream)]
+        floor_envoy = start_envoy(
+            "floor", upstreams.floor_bootstrap(admin, pairs, BUFFER_LIMIT), admin
+        )
+
+        running = {}
+        for key in gateways:
+            engine, workers = key.split(" x")
+            port = procs.free_port()
+            config = workdir / f"plano-{engine}-{workers}.yaml"
+            config.write_text(GATEWAY_CONFIG.format(port=port, provider=provider, stream=stream))
+            argv = [sys.executable, "-m", "plano_extproc", "up", str(config),
+                    "--concurrency", str(ENVOY_CONCURRENCY), "--workers", workers,
+                    "--engine", engine, "--extproc-port", str(procs.free_ports(int(workers))),
+                    "--admin-port", str(procs.free_port())]  # fmt: skip
+            url = _url(port, "/v1/chat/completions")
+            ready = functools.partial(procs.http_ok, url, chat_body("openai/gpt-5.2", 1000))
+            up = start(f"gateway-{engine}-{workers}", argv, ready)
+            kids = procs.children(up)
+            servers = tuple(p for p in kids if b" serve " in _cmdline(p))
+            running[key] = Gateway(url, servers, next(p for p in kids if p not in servers))
+        yield Stack(
+            _url(floor, "/v1/chat/completions"),
+            _url(floor_stream, "/v1/chat/completions"),
+            floor_envoy,
+            running,
+        )
+
+
+def _url(port: int, path: str) -> str:
+    return f"http://127.0.0.1:{port}{path}"
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+
+
+# --- one configuration under load ---
+
+LABELS = {
+    "envoy": "Envoy alone",
+    "model": "gateway, model-routed",
+    "alias": "gateway, alias-routed",
+    "preference": "gateway, preference-routed",
+    "stream-envoy": "Envoy alone, streamed: time to first byte",
+    "stream": "gateway, streamed: time to first byte",
+}
+MODELS = {
+    "envoy": "openai/gpt-5.2",
+    "model": "openai/gpt-5.2",
+    "alias": "fast-model",
+    "preference": None,
+    "stream-envoy": "openai/gpt-stream",
+    "stream": "openai/gpt-stream",
+}
+BODY_SIZES = {"1 KB": 1000, "100 KB": 100_000}
+
+
+@dataclass(frozen=True)
+class Case:
+    target: str  # a key of LABELS
+    body: str  # a key of BODY_SIZES
+    clients: int
+    gateway: str = DEFAULT
+
+    @property
+    def floor(self) -> Case:
+        kind = "stream-envoy" if self.target.startswith("stream") else "envoy"
+        return Case(kind, self.body, self.clients)
+
+    @property
+    def label(self) -> str:
+        label = LABELS[self.target]
+        if self.gateway != DEFAULT and "envoy" not in self.target:
+            engine, workers = self.gateway.split(" x")
+            extra = [f"{engine} transport"] if engine != "h2" else []
+            extra += [f"{workers} server workers"] if workers != "1" else []
+            label += f" ({', '.join(extra)})"
+        return label
+
+
+@dataclass(frozen=True)
+class Sample:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    failed: int
+    server_us: float | None  # ext_proc server CPU per request (all workers)
+    envoy_us: float  # the front Envoy's CPU per request
+
+
+class Runner:
+    def __init__(self, stack: Stack, workdir: Path, seconds: float) -> None:
+        self.stack, self.workdir, self.seconds = stack, workdir, seconds
+        self.samples: dict[Case, list[Sample]] = defaultdict(list)
+
+    def body(self, case: Case) -> Path:
+        path = self.workdir / f"body-{case.target}-{BODY_SIZES[case.body]}.json"
+        if not path.exists():
+            stream = case.target.startswith("stream")
+            path.write_bytes(chat_body(MODELS[case.target], BODY_SIZES[case.body], stream))
+        return path
+
+    def run(self, case: Case) -> Sample:
+        if "envoy" in case.target:
+            url = self.stack.floor_stream if case.target == "stream-envoy" else self.stack.floor
+            servers: tuple[int, ...] = ()
+            envoy = self.stack.floor_envoy
+        else:
+            gateway = self.stack.gateways[case.gateway]
+            url, servers, envoy = gateway.url, gateway.servers, gateway.envoy
+        before = procs.cpu_seconds(list(servers)), procs.cpu_seconds([envoy])
+        if case.target.startswith("stream"):
+            first = loadgen.hey_first_byte(url, self.body(case), case.clients, self.seconds)
+            n, failed = first.requests + first.failed, first.failed
+            rps, p50, p99 = n / self.seconds, first.p50_ms, first.p99_ms
+        else:
+            load = loadgen.wrk(url, self.body(case), case.clients, self.seconds)
+            n, failed, rps, p50, p99 = (
+                load.requests,
+                load.failed,
+                load.rps,
+                load.p50_ms,
+                load.p99_ms,
+            )
+        server_s = procs.cpu_seconds(list(servers)) - before[0]
+        envoy_s = procs.cpu_seconds([envoy]) - before[1]
+        sample = Sample(
+            rps, p50, p99, n, failed,
+            server_s / n * 1e6 if servers and n else None,
+            envoy_s / n * 1e6 if n else 0.0,
+        )  # fmt: skip
+        self.samples[case].append(sample)
+        return sample
+
+    def rounds(self, cases: list[Case], rounds: int) -> None:
+        for r in range(rounds):
+            shift = r % len(cases)  # no configuration always follows the same one
+            for case in cases[shift:] + cases[:shift]:
+                s = self.run(case)
+                print(
+                    f"  round {r + 1}/{rounds}  {case.label[:46]:46} {case.body:>6} "
+                    f"c={case.clients:<3} {s.rps:7.0f} req/s  p50 {s.p50_ms:6.2f}  "
+                    f"p99 {s.p99_ms:6.2f} ms  failed {s.failed}",
+                    flush=True,
+                )
+
+    def median(self, case: Case, attr: str) -> float | None:
+        values = [getattr(s, attr) for s in self.samples[case]]
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    def failed(self, case: Case) -> int:
+        return sum(s.failed for s in self.samples[case])
+
+    def vs_floor(self, case: Case) -> tuple[float | None, float | None, float | None]:
+        """Throughput ratio and added p50 and p99 against the floor of the same run."""
+        if case == case.floor:
+            return None, None, None
+        rps, floor_rps = self.median(case, "rps"), self.median(case.floor, "rps")
+        p50, floor_p50 = self.median(case, "p50_ms"), self.median(case.floor, "p50_ms")
+        p99, floor_p99 = self.median(case, "p99_ms"), self.median(case.floor, "p99_ms")
+        ratio = rps / floor_rps if rps is not None and floor_rps else None
+        added50 = p50 - floor_p50 if p50 is not None and floor_p50 is not None else None
+        added99 = p99 - floor_p99 if p99 is not None and floor_p99 is not None else None
+        return ratio, added50, added99
+
+
+# --- the report ---
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def table(runner: Runner, cases: list[Case]) -> list[str]:
+    lines = [
+        "| configuration | body | clients | req/s | p50 ms | p99 ms | req/s vs Envoy alone "
+        "| added p50 ms | added p99 ms | server CPU µs/req | Envoy CPU µs/req | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        ratio, added50, added99 = runner.vs_floor(case)
+        lines.append(
+            f"| {case.label} | {case.body} | {case.clients} | "
+            f"{_fmt(runner.median(case, 'rps'), '.0f')} | {_fmt(runner.median(case, 'p50_ms'))} | "
+            f"{_fmt(runner.median(case, 'p99_ms'))} | {_fmt(ratio, '.0%')} | {_fmt(added50)} | "
+            f"{_fmt(added99)} | {_fmt(runner.median(case, 'server_us'), '.0f')} | "
+            f"{_fmt(runner.median(case, 'envoy_us'), '.0f')} | {runner.failed(case)} |"
+        )
+    return lines
+
+
+def targets(runner: Runner, soak_result: dict[str, float] | None) -> list[str]:
+    """Each target of the performance issue against what this run measured."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def check(name: str, value: float | None, ok: bool | None, shown: str) -> None:
+        rows.append((name, "—" if value is None else shown, ok if value is not None else None))
+
+    for target in ("model", "alias"):
+        ratio, _, _ = runner.vs_floor(Case(target, "1 KB", 16))
+        check(f"{target}-routed req/s at 16 clients >= 50% of Envoy alone", ratio,
+              ratio is not None and ratio >= 0.5, _fmt(ratio, ".0%"))  # fmt: skip
+    _, added50, added99 = runner.vs_floor(Case("model", "1 KB", 1))
+    check("added latency at 1 client, p50 <= 0.4 ms", added50,
+          added50 is not None and added50 <= 0.4, f"{_fmt(added50)} ms")  # fmt: skip
+    check("added latency at 1 client, p99 <= 1.5 ms", added99,
+          added99 is not None and added99 <= 1.5, f"{_fmt(added99)} ms")  # fmt: skip
+    for clients in (16, 1):
+        cpu = runner.median(Case("model", "1 KB", clients), "server_us")
+        check(f"server CPU per request <= 150 µs ({clients} clients)", cpu,
+              cpu is not None and cpu <= 150, f"{_fmt(cpu, '.0f')} µs")  # fmt: skip
+    _, added100, _ = runner.vs_floor(Case("model", "100 KB", 1))
+    check("100 KB body: added p50 <= 1 ms (1 client)", added100,
+          added100 is not None and added100 <= 1.0, f"{_fmt(added100)} ms")  # fmt: skip
+    for clients in (1, 16):
+        _, ttfb, _ = runner.vs_floor(Case("stream", "1 KB", clients))
+        check(f"streamed time to first byte within 0.5 ms of Envoy alone ({clients} clients)",
+              ttfb, ttfb is not None and ttfb <= 0.5, f"+{_fmt(ttfb)} ms")  # fmt: skip
+    if soak_result is not None:
+        growth, failed = soak_result["growth_mb"], soak_result["failed"]
+        check("RSS flat over the soak (growth < 5 MB)", growth, growth < 5, f"{growth:+.1f} MB")
+        check("no request failed in the soak", failed, failed == 0, f"{failed:.0f} failed")
+    failed_total = sum(runner.failed(c) for c in runner.samples)
+    check("no request failed in the tables", failed_total, failed_total == 0, str(failed_total))
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for name, shown, ok in rows:
+        lines.append(f"| {name} | {shown} | {'—' if ok is None else ('yes' if ok else '**no**')} |")
+    return lines
+
+
+def soak(stack: Stack, workdir: Path, seconds: float) -> tuple[dict[str, float], list[str]]:
+    """Full load (model-routed, 16 clients) for ``seconds``; server RSS sampled each second."""
+    gateway = stack.gateways[DEFAULT]
+    body = workdir / "soak.json"
+    body.write_bytes(chat_body("openai/gpt-5.2", 1000))
+    rss: list[int] = []
+    result: list[loadgen.Load] = []
+    load = threading.Thread(
+        target=lambda: result.append(loadgen.wrk(gateway.url, body, 16, seconds)), daemon=True
+    )
+    load.start()
+    while load.is_alive():
+        rss.append(procs.memory_kb(list(gateway.servers), "VmRSS"))
+        load.join(1.0)
+    done = result[0]
+    # Growth: the last third against the middle third (the first is warm-up).
+    third = max(1, len(rss) // 3)
+    middle = statistics.median(rss[third : 2 * third] or rss)
+    end = statistics.median(rss[-third:])
+    growth = (end - middle) / 1024
+    text = [
+        f"Model-routed, 1 KB, 16 clients for {seconds:.0f} s: {done.requests} requests "
+        f"({done.rps:.0f} req/s), {done.failed} failed. Server RSS sampled every second "
+        f"({len(rss)} samples): first {rss[0] / 1024:.1f} MB, median of the middle third "
+        f"{middle / 1024:.1f} MB, of the last third {end / 1024:.1f} MB ({growth:+.1f} MB), "
+        f"highest {max(rss) / 1024:.1f} MB."
+    ]
+    return {"growth_mb": growth, "failed": done.failed}, text
+
+
+def profile(stack: Stack, workdir: Path, seconds: float, native: bool) -> list[str]:
+    """py-spy samples the server while wrk loads it (model-routed, 1 KB, 16 clients): each
+    function's share of the on-CPU samples and its cost per request."""
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("bench: py-spy is not installed: .venv/bin/pip install py-spy")
+    gateway = stack.gateways[DEFAULT]
+    body = workdir / "profile.json"
+    body.write_bytes(chat_body("openai/gpt-5.2", 1000))
+    out = workdir / "profile.txt"
+    server = gateway.servers[0]
+    argv = [spy, "record", "--format", "raw", "--rate", "1000", "--output", str(out),
+            "--duration", f"{seconds:g}", "--nonblocking", "--pid", str(server)]  # fmt: skip
+    if native:
+        argv.append("--native")
+    before = procs.cpu_seconds([gateway.servers[0]])
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as spying:
+        time.sleep(1)  # py-spy attaches
+        load = loadgen.wrk(gateway.url, body, 16, max(1.0, seconds - 2))
+        spying.wait()
+    cpu_us = (procs.cpu_seconds([gateway.servers[0]]) - before) / max(1, load.requests) * 1e6
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        frames = [f for f in stack_text.split(";") if f]
+        count = int(count_text)
+        total += count
+        if frames:
+            own[_frame_name(frames[-1])] += count
+        for name in {_frame_name(f) for f in frames}:
+            inclusive[name] += count
+    lines = [
+        f"py-spy, {seconds:g} s of model-routed load (1 KB, 16 clients): {load.rps:.0f} req/s, "
+        f"the server spent {cpu_us:.0f} µs of CPU per request. µs/req shares that CPU time out "
+        "by each function's share of the samples (py-spy samples only threads on a CPU).",
+        "",
+        "| function | self % | self µs/req | with callees % |",
+        "|---|---|---|---|",
+    ]
+    for name, count in own.most_common(30):
+        lines.append(
+            f"| `{name}` | {count / total:.1%} | {cpu_us * count / total:.1f} | "
+            f"{inclusive[name] / total:.1%} |"
+        )
+    return lines
+
+
+def _frame_name(frame: str) -> str:
+    # py-spy raw frames read "function (path/to/file.py:123)".
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rpartition(":")[0]
+    return f"{name} ({Path(path).name})" if path else name
+
+
+def main_cases() -> list[Case]:
+    cases = []
+    for clients in (1, 16):
+        for body in BODY_SIZES:
+            cases += [Case(t, body, clients) for t in ("envoy", "model", "alias")]
+        cases.append(Case("model", "1 KB", clients, "grpcio x1"))
+        cases.append(Case("preference", "1 KB", clients))
+        cases += [Case(t, "1 KB", clients) for t in ("stream-envoy", "stream")]
+    return cases
+
+
+def sweep_cases() -> list[Case]:
+    return [
+        Case(target, "1 KB", clients, gateway)
+        for clients in (1, 2, 4, 8, 16, 32, 64)
+        for target, gateway in (
+            ("envoy", DEFAULT),
+            ("model", DEFAULT),
+            ("model", "h2 x2"),
+            # The slower transport saturates its one process: there a second worker pays.
+            ("model", "grpcio x1"),
+            ("model", "grpcio x2"),
+        )
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each run")
+    parser.add_argument("--sweep", action="store_true", help="also sweep 1..64 clients")
+    parser.add_argument("--soak", type=float, default=60.0, help="seconds of full load (0: none)")
+    parser.add_argument("--quick", action="store_true", help="only Envoy alone and model-routed")
+    parser.add_argument("--profile", type=float, default=0, help="only profile, this many s")
+    parser.add_argument("--native", action="store_true", help="profile C frames too")
+    parser.add_argument("--write", type=Path, help="write the report into this file's section")
+    args = parser.parse_args()
+    loadgen.require("wrk")
+    loadgen.require("hey")
+
+    cases = main_cases()
+    if args.quick:
+        cases = [c for c in cases if c.target in ("envoy", "model") and c.body == "1 KB"]
+        cases = [c for c in cases if c.gateway == DEFAULT]
+    sweep = sweep_cases() if args.sweep else []
+    gateways = tuple(sorted({DEFAULT, *(c.gateway for c in cases + sweep)}))
+    if args.profile:
+        gateways = (DEFAULT,)
+    lines = [f"## Load: the ext_proc hop against Envoy alone ({date.today()})", ""]
+    lines += [f"Machine: {machine()}. Written by `make bench` (bench/load_bench.py).", ""]
+    with tempfile.TemporaryDirectory(prefix="plano-bench-") as tmp:
+        workdir = Path(tmp)
+        with stack(workdir, gateways) as running:
+            if args.profile:
+                print("\n".join(profile(running, workdir, args.profile, args.native)))
+                return 0
+            runner = Runner(running, workdir, args.seconds)
+            print(f"bench: {len(cases)} configurations x {args.rounds} rounds x {args.seconds:g} s")
+            runner.rounds(cases, args.rounds)
+            peak = procs.memory_kb(list(running.gateways[DEFAULT].servers), "VmHWM")
+            if sweep:
+                print(f"bench: sweep, {len(sweep)} configurations x {args.rounds} rounds")
+                runner.rounds(sweep, args.rounds)
+            soak_result, soak_text = soak(running, workdir, args.soak) if args.soak else (None, [])
+    lines += [
+        f"Medians of {args.rounds} interleaved rounds of {args.seconds:g} s each. Every Envoy "
+        "(floor, gateway, fake provider) has one worker thread; wrk (one thread) and hey run on "
+        "the same two cores. Streamed rows give the time to the first byte (hey), the others "
+        "the whole answer (wrk).",
+        "",
+        "### Targets",
+        "",
+        *targets(runner, soak_result),
+        "",
+        "### All configurations",
+        "",
+        *table(runner, cases),
+        "",
+        f"Server peak RSS (VmHWM) of the default gateway, with the embedded router loaded: "
+        f"{peak / 1024:.0f} MB.",
+        "",
+    ]
+    if sweep:
+        lines += [
+            "### Sweep: clients, and one or two server workers",
+            "",
+            *table(runner, sweep),
+            "",
+        ]
+    if soak_text:
+        lines += ["### Soak", "", *soak_text, ""]
+    report = "\n".join(lines)
+    print(report)
+    if args.write:
+        write_section(args.write, "load", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
