@@ -51,8 +51,8 @@ proto: install
 
 # The benchmarks, each writing its section of bench/RESULTS.md:
 # - bench/router_bench.py: the preference router's accuracy, decision latency and memory;
-# - bench/load_bench.py: the ext_proc hop under load against Envoy alone (wrk and hey from
-#   Debian: apt-get install wrk hey). BENCH_ARGS=--sweep adds the client/worker sweep,
+# - bench/load_bench.py: the ext_proc hop under load against Envoy alone (wrk, from Debian:
+#   apt-get install wrk). BENCH_ARGS=--sweep adds the client/worker sweep,
 #   BENCH_ARGS="--profile 10" only profiles the server.
 BENCH_ARGS ?=
 bench: install models
