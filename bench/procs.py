@@ -28,6 +28,8 @@ def free_ports(count: int) -> int:
             for port in range(first, first + count):
                 s = socket.socket()
                 sockets.append(s)
+                # As the servers bind: a port some closed connection left in TIME_WAIT is free.
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", port))
             return first
         except OSError:

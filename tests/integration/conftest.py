@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from plano_extproc.envoy_config import validate_with_envoy
-from tests.fakes import FakeProvider, free_port
+from tests.fakes import FakeProvider, free_port, free_ports
 
 KEYS = {"FAKE_OPENAI_KEY": "sk-fake-openai", "FAKE_ANTHROPIC_KEY": "sk-fake-anthropic"}
 
@@ -55,8 +55,9 @@ def start_gateway(
     config_text: str,
     tmp_path: Path,
     env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Gateway:
-    port, admin_port, extproc_port = free_port(), free_port(), free_port()
+    port, admin_port, extproc_port = free_port(), free_port(), free_ports(workers)
     config = tmp_path / "plano.yaml"
     config.write_text(config_text.replace("{port}", str(port)))
     log = tmp_path / "gateway.log"
@@ -73,6 +74,8 @@ def start_gateway(
             str(extproc_port),
             "--admin-port",
             str(admin_port),
+            "--workers",
+            str(workers),
         ],
         env={**os.environ, **(KEYS if env is None else env)},
         stdout=log.open("wb"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,40 @@ def test_server_death_stops_envoy_and_exits_nonzero(
         assert gw.process.wait(timeout=15) == 1
         assert wait_gone([envoy_pid])
         assert "ext_proc server exited" in gw.log.read_text()
+    finally:
+        gw.stop()
+
+
+def established_to(port: int) -> int:
+    """Open TCP connections to 127.0.0.1:``port`` (the server side of each)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def test_several_workers_share_the_requests(
+    openai_fake: FakeProvider, anthropic_fake: FakeProvider, tmp_path: Path
+) -> None:
+    gw = start_gateway(config_for(openai_fake, anthropic_fake), tmp_path, workers=2)
+    try:
+        kids = children_of(gw.process.pid)
+        assert len(kids) == 3  # two servers and Envoy
+        endpoints = re.search(r"\(ext_proc (.*?), Envoy admin", gw.log.read_text())
+        assert endpoints is not None
+        ports = [int(p) for p in re.findall(r":(\d+)", endpoints.group(1))]
+        assert len(ports) == 2 and ports[1] == ports[0] + 1
+        client = gw.client()
+        for i in range(6):
+            reply = client.chat.completions.create(
+                model="fast-model", messages=[{"role": "user", "content": str(i)}]
+            )
+            assert reply.choices[0].message.content == "from fake-openai"
+        # Round robin per stream: Envoy has opened a connection to each worker.
+        assert [established_to(p) for p in ports] == [1, 1]
+        assert len(openai_fake.received) == 6
     finally:
         gw.stop()
 
