@@ -6,38 +6,18 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.fakes import free_port, free_ports
 
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports (ext_proc workers take port, port+1...)."""
-    for _ in range(100):
-        first = free_port()
-        sockets = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket()
-                sockets.append(s)
-                # As the servers bind: a port some closed connection left in TIME_WAIT is free.
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise OSError(f"no {count} consecutive free ports")
+__all__ = ["free_port", "free_ports"]  # the tests' own helpers, shared with the bench
 
 
 @contextmanager

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 import pytest
@@ -49,31 +51,34 @@ class SlowRouter:
         return RouteChoice("code", 0.9, {"code": 0.9})
 
 
+@asynccontextmanager
+async def serving(
+    engine: Engine, router: object = None, method: str = METHOD
+) -> AsyncIterator[Callable[..., Any]]:
+    """A started server and a grpcio client stub for ``method`` on it (Envoy's path)."""
+    config = parse_config(CONFIG, "t.yaml", {})
+    server = build_server(config, "127.0.0.1:0", router, engine)  # type: ignore[arg-type]
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel.stream_stream(
+                method,
+                request_serializer=pb.ProcessingRequest.SerializeToString,
+                response_deserializer=pb.ProcessingResponse.FromString,
+            )
+    finally:
+        await server.stop(0.5)
+
+
 async def exchange(
     engine: Engine,
     messages: list[pb.ProcessingRequest],
     router: object = None,
     method: str = METHOD,
 ) -> list[pb.ProcessingResponse]:
-    """One Process stream over a real gRPC channel, on the path Envoy calls."""
-    config = parse_config(CONFIG, "t.yaml", {})
-    server = build_server(config, "127.0.0.1:0", router, engine)  # type: ignore[arg-type]
-    port = await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.stream_stream(
-                method,
-                request_serializer=pb.ProcessingRequest.SerializeToString,
-                response_deserializer=pb.ProcessingResponse.FromString,
-            )
-
-            async def requests() -> AsyncIterator[pb.ProcessingRequest]:
-                for message in messages:
-                    yield message
-
-            return [response async for response in call(requests())]
-    finally:
-        await server.stop(0.5)
+    """One Process stream over a real gRPC channel."""
+    async with serving(engine, router, method) as call:
+        return [response async for response in call(iter(messages))]
 
 
 def model_of(response: pb.ProcessingResponse) -> str:
@@ -142,23 +147,12 @@ def test_large_answers_respect_the_peers_frame_size_and_windows() -> None:
 
 def test_many_concurrent_streams_on_one_connection() -> None:
     async def run() -> list[list[pb.ProcessingResponse]]:
-        config = parse_config(CONFIG, "t.yaml", {})
-        server = build_server(config, "127.0.0.1:0", SlowRouter(0.01), "h2")  # type: ignore[arg-type]
-        port = await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = channel.stream_stream(
-                    METHOD,
-                    request_serializer=pb.ProcessingRequest.SerializeToString,
-                    response_deserializer=pb.ProcessingResponse.FromString,
-                )
+        async with serving("h2", SlowRouter(0.01)) as call:
 
-                async def one(raw: bytes) -> list[pb.ProcessingResponse]:
-                    return [r async for r in call(iter([body(raw)]))]
+            async def one(raw: bytes) -> list[pb.ProcessingResponse]:
+                return [r async for r in call(iter([body(raw)]))]
 
-                return await asyncio.gather(*(one(NO_MODEL if i % 2 else CHAT) for i in range(64)))
-        finally:
-            await server.stop(0.5)
+            return await asyncio.gather(*(one(NO_MODEL if i % 2 else CHAT) for i in range(64)))
 
     results = asyncio.run(run())
     assert [model_of(r[0]) for r in results] == [
