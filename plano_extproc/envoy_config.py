@@ -53,6 +53,7 @@ from envoy_data_plane.google.protobuf import Any, Struct
 
 from .config import Config, Provider
 from .config import Endpoint as ProviderEndpoint
+from .errors import error_object
 from .wire import (
     AUTH_KEY,
     CLIENT_AUTH_HEADERS,
@@ -427,9 +428,7 @@ def _error(
     message: str, code: str, param: str | None = None, type_: str = "invalid_request_error"
 ) -> Struct:
     """An OpenAI-style error body. In json_format Envoy JSON-escapes %LOCAL_REPLY_BODY%."""
-    return Struct.from_dict(
-        {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    )
+    return Struct.from_dict(error_object(message, type_, param, code))
 
 
 def _direct(

@@ -17,8 +17,16 @@ class ErrorReply:
     code: str | None = None
 
     def body(self) -> bytes:
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
-        return json.dumps({"error": error}, ensure_ascii=False).encode()
+        error = error_object(self.message, self.type, self.param, self.code)
+        return json.dumps(error, ensure_ascii=False).encode()
+
+
+def error_object(
+    message: str, type: str = "invalid_request_error", param: str | None = None,
+    code: str | None = None,
+) -> dict[str, dict[str, str | None]]:  # fmt: skip
+    """The OpenAI error shape, shared by the server's replies and Envoy's own."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ErrorReply:

@@ -19,9 +19,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .envoy_config import EnvoyOptions, envoy_binary, render_yaml
+
+if TYPE_CHECKING:
+    from .server import Engine
 
 _PR_SET_PDEATHSIG = 1
 
@@ -79,7 +83,7 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_gateway(
-    config: Config, options: EnvoyOptions, concurrency: int | None = None, engine: str = "h2"
+    config: Config, options: EnvoyOptions, concurrency: int | None = None, engine: Engine = "h2"
 ) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="plano-extproc-"))
     bootstrap = workdir / "envoy.yaml"

@@ -76,10 +76,11 @@ class Processor:
         self._templates: dict[tuple[str, str, str | None], pb.ProcessingResponse] = {}
 
     def handle(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse | PendingRoute:
-        if request.WhichOneof("request") == "request_body":
+        kind = request.WhichOneof("request")
+        if kind == "request_body":
             return self.on_request_body(request.request_body.body)
         # A phase we did not ask for (an Envoy config of the user's own): let it through.
-        return _passthrough(request.WhichOneof("request"))
+        return _passthrough(kind)
 
     def on_request_body(self, body: bytes) -> pb.ProcessingResponse | PendingRoute:
         request = parse_chat_request(body)

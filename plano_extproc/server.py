@@ -104,7 +104,6 @@ class _GrpcioServer:
                 ("grpc.max_send_message_length", max_message),
             ]
         )
-        self._service = service
 
         async def process(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
