@@ -31,6 +31,11 @@ log = logging.getLogger("plano_extproc.h2grpc")
 
 Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
 
+
+class FinalAnswer(bytes):
+    """An answer after which the call is over: the transport sends it, then ends the call
+    with status OK (for ext_proc: the processor needs no further message on this stream)."""
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Frame types and flags (RFC 9113, section 6).
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE = 0, 1, 2, 3, 4, 5

@@ -17,7 +17,7 @@ import grpc
 from ._proto import ext_proc_pb2 as pb
 from .config import Config
 from .errors import ErrorReply
-from .h2grpc import H2GrpcServer
+from .h2grpc import FinalAnswer, H2GrpcServer
 from .processor import PendingRoute, Processor, error_response
 from .router import load_router
 from .router.service import RouterService
@@ -51,7 +51,13 @@ class ExtProcService:
             if isinstance(response, PendingRoute):
                 return self._route(response)
         except Exception:
-            response = self._failed()
+            return FinalAnswer(self._failed().SerializeToString())
+        if request.HasField("request_body"):
+            # The decision is the last message this request needs: ending the call with it
+            # frees the stream at once instead of holding it for the whole (possibly long,
+            # streamed) response, so Envoy's limits on the ext_proc cluster count decisions
+            # in flight, not requests.
+            return FinalAnswer(response.SerializeToString())
         return response.SerializeToString()
 
     async def _route(self, pending: PendingRoute) -> bytes:
@@ -62,7 +68,7 @@ class ExtProcService:
             response = self._processor.on_route_choice(pending, choice)
         except Exception:
             response = self._failed()
-        return response.SerializeToString()
+        return FinalAnswer(response.SerializeToString())
 
     @staticmethod
     def _failed() -> pb.ProcessingResponse:
