@@ -116,7 +116,9 @@ class _GrpcioServer:
         ) -> AsyncIterator[bytes]:
             async for request in requests:
                 answer = service.handle(request)
-                yield answer if isinstance(answer, bytes) else await answer
+                if not isinstance(answer, bytes):
+                    answer = await answer
+                yield bytes(answer)  # grpcio takes exactly bytes, not a subclass
 
         handler = grpc.method_handlers_generic_handler(
             SERVICE, {"Process": grpc.stream_stream_rpc_method_handler(process)}
