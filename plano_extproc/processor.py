@@ -27,7 +27,14 @@ from .resolve import (
     resolve_preference,
 )
 from .router.base import RouteChoice
-from .wire import AUTH_KEY, METADATA_NAMESPACE, MODEL_KEY, ROUTE_KEY, ROUTING_KEY
+from .wire import (
+    AUTH_KEY,
+    METADATA_NAMESPACE,
+    MODEL_KEY,
+    ROUTE_KEY,
+    ROUTING_KEY,
+    SERVER_REPLY_DETAILS,
+)
 
 _OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -52,6 +59,8 @@ def _immediate(status: int, body: bytes) -> pb.ProcessingResponse:
             status=pb.HttpStatus(code=status),
             headers=pb.HeaderMutation(set_headers=[content_type]),
             body=body,
+            # Envoy's local-reply mappers tell our replies from its own by this.
+            details=SERVER_REPLY_DETAILS,
         )
     )
 

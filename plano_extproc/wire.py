@@ -21,5 +21,25 @@ DECISION_HEADERS = tuple(DECISION_METADATA)
 
 CHAT_PATH = "/v1/chat/completions"
 UPSTREAM_CHAT_SUFFIX = "/chat/completions"  # after the provider's base_url path
-# Client credentials are meant for the gateway, never for the provider.
+# Every header of ours starts so. Envoy drops a client's before anything reads them and a
+# provider's before the client sees them; only the decision headers above are set, by Envoy.
+OUR_HEADER_PREFIX = "x-plano-"
+# Client credentials are meant for the gateway, never for the provider; nor are the client's
+# cookies, or credentials meant for a proxy on the client's side.
 CLIENT_AUTH_HEADERS = ("authorization", "x-api-key", "api-key")
+CLIENT_ONLY_HEADERS = (*CLIENT_AUTH_HEADERS, "cookie", "proxy-authorization")
+
+# What the server's own replies (ImmediateResponse.details) say in Envoy's response code
+# details: Envoy's local-reply mappers leave them as they are and rewrite Envoy's own.
+SERVER_REPLY_DETAILS = "plano_extproc_reply"
+
+# Envoy buffers up to max_body_size plus this: the server, not Envoy, refuses a client body
+# over max_body_size (413), so the body it sends back with a model put in (a few bytes more)
+# always fits Envoy's buffer. A rewritten body past Envoy's limit made Envoy answer 413 in the
+# middle of applying the answer, with an internal assertion ("route_cache_blocked_").
+BODY_REWRITE_HEADROOM = 64 * 1024
+
+
+def envoy_body_limit(max_body_bytes: int) -> int:
+    """What Envoy buffers of a request body for a ``max_body_size`` (capped at 2^32-1)."""
+    return min(max_body_bytes + BODY_REWRITE_HEADROOM, 2**32 - 1)
