@@ -31,3 +31,12 @@ def error_object(
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ErrorReply:
     return ErrorReply(400, message, "invalid_request_error", param, code)
+
+
+def too_large(max_body_bytes: int) -> ErrorReply:
+    """A body over ``max_body_size``: the same words as Envoy's own 413 (envoy_config.py)."""
+    return ErrorReply(
+        413,
+        f"Request body larger than this gateway's limit of {max_body_bytes} bytes.",
+        code="request_too_large",
+    )

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 from ._proto import ext_proc_pb2 as pb
 from .body import with_model
 from .config import Config
-from .errors import ErrorReply
+from .errors import ErrorReply, too_large
 from .resolve import (
     AskRouter,
     ChatRequest,
@@ -92,6 +92,10 @@ class Processor:
         return _passthrough(kind)
 
     def on_request_body(self, body: bytes) -> pb.ProcessingResponse | PendingRoute:
+        if len(body) > self.config.listener.max_body_bytes:
+            # Envoy lets a little more through (wire.envoy_body_limit) so that the body with
+            # its model put in still fits its buffer: the client's limit is enforced here.
+            return error_response(too_large(self.config.listener.max_body_bytes))
         request = parse_chat_request(body)
         if isinstance(request, ErrorReply):
             return error_response(request)

@@ -21,6 +21,7 @@ from .h2grpc import FinalAnswer, H2GrpcServer
 from .processor import PendingRoute, Processor, error_response
 from .router import load_router
 from .router.service import RouterService
+from .wire import envoy_body_limit
 
 log = logging.getLogger("plano_extproc.server")
 
@@ -142,7 +143,7 @@ def build_server(
     """A server for ``listen`` (host:port, port 0 picks one), not started yet. ``router``
     reads requests that name no model; without one they go to the default."""
     service = ExtProcService(Processor(config), router)
-    max_message = config.listener.max_body_bytes + _FRAMING_BYTES
+    max_message = envoy_body_limit(config.listener.max_body_bytes) + _FRAMING_BYTES
     kind = _GrpcioServer if engine == "grpcio" else _H2Server
     return kind(service, listen, max_message)
 
