@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from .envoy_config import EnvoyOptions
 
 DEFAULT_EXTPROC_PORT = 10000
-DEFAULT_ADMIN_PORT = 9901
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +111,19 @@ def _envoy_options(parser: argparse.ArgumentParser) -> None:
         help="ext_proc server processes, on --extproc-port and the ports after it; Envoy "
         "spreads requests over them round robin (default %(default)s)",
     )
-    parser.add_argument(
+    admin = parser.add_mutually_exclusive_group()
+    admin.add_argument(
+        "--admin-socket",
+        default=None,
+        help="Envoy's admin API on this Unix socket, owner-only (default: `up` puts it in its "
+        "private temporary folder; render-envoy names /tmp/plano-envoy-admin.sock)",
+    )
+    admin.add_argument(
         "--admin-port",
         type=int,
-        default=DEFAULT_ADMIN_PORT,
-        help="Envoy admin port on 127.0.0.1 (default %(default)s)",
+        default=None,
+        help="Envoy's admin API on 127.0.0.1:PORT instead: any local process can then reach "
+        "it (raise the log level, stop Envoy); prefer the socket",
     )
     parser.add_argument(
         "--message-timeout",
@@ -179,6 +186,7 @@ def _options(args: argparse.Namespace) -> EnvoyOptions:
 
     return EnvoyOptions(
         extproc=tuple(("127.0.0.1", args.extproc_port + i) for i in range(args.workers)),
+        admin_socket=args.admin_socket,
         admin_port=args.admin_port,
         message_timeout_s=args.message_timeout,
         ca_bundle=system_ca_bundle(),

@@ -25,6 +25,11 @@ AUTO_MODEL_NAMES = frozenset({"", "auto", "plano/auto"})
 DEFAULT_PORT = 12000
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+# Requests in flight to one provider endpoint (and decisions in flight to the routing
+# service) before Envoy answers 503 gateway_at_capacity. Envoy's own default (1,024) cut long
+# streams at 1,025; an Envoy stream costs tens of KB, so 4,096 fits a sidecar of any size.
+DEFAULT_MAX_CONCURRENT_REQUESTS = 4096
+MAX_CONCURRENT_REQUESTS_LIMIT = 1_000_000
 
 ROUTER_KINDS = ("embedded", "arch", "none")
 DEVICES = ("cpu", "cuda")
@@ -135,6 +140,7 @@ class Listener:
     message_format: str
     timeout_s: float
     max_body_bytes: int
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
 
 
 @dataclass(frozen=True)
@@ -243,7 +249,14 @@ _ROUTING_KEYS = (
     "min_confidence",
     "decoding",
 )
-_LISTENER_KEYS = ("address", "port", "message_format", "timeout", "max_body_size")
+_LISTENER_KEYS = (
+    "address",
+    "port",
+    "message_format",
+    "timeout",
+    "max_body_size",
+    "max_concurrent_requests",
+)
 _PROVIDER_KEYS = ("model", "access_key", "default", "base_url", "routing_preferences")
 _PREFERENCE_KEYS = ("name", "description")
 _ALIAS_KEYS = ("target",)
@@ -368,12 +381,25 @@ class _Parser:
                 f"must be a size such as 16MiB, 512KiB or a byte count, got "
                 f"{_show(raw.get('max_body_size'))}",
             )
+        concurrent = raw.get("max_concurrent_requests", DEFAULT_MAX_CONCURRENT_REQUESTS)
+        if (
+            isinstance(concurrent, bool)
+            or not isinstance(concurrent, int)
+            or not 1 <= concurrent <= MAX_CONCURRENT_REQUESTS_LIMIT
+        ):
+            self.error(
+                f"{path}.max_concurrent_requests",
+                f"must be a whole number from 1 to {MAX_CONCURRENT_REQUESTS_LIMIT}, got "
+                f"{_show(concurrent)}",
+            )
+            concurrent = DEFAULT_MAX_CONCURRENT_REQUESTS
         return Listener(
             address=str(address),
             port=port if isinstance(port, int) else DEFAULT_PORT,
             message_format="openai",
             timeout_s=timeout or DEFAULT_TIMEOUT_S,
             max_body_bytes=size or DEFAULT_MAX_BODY_BYTES,
+            max_concurrent_requests=concurrent,
         )
 
     def router(self, value: object) -> RouterSettings:

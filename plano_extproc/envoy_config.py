@@ -26,13 +26,16 @@ from betterproto2 import Casing
 from envoy_data_plane.envoy.config.accesslog import v3 as accesslog
 from envoy_data_plane.envoy.config.bootstrap import v3 as bootstrap
 from envoy_data_plane.envoy.config.cluster import v3 as cluster
+from envoy_data_plane.envoy.config.common.mutation_rules import v3 as mutation_rules
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.endpoint import v3 as endpoint
 from envoy_data_plane.envoy.config.listener import v3 as listener
 from envoy_data_plane.envoy.config.overload import v3 as overload
 from envoy_data_plane.envoy.config.route import v3 as route
+from envoy_data_plane.envoy.extensions.access_loggers.filters.cel import v3 as cel
 from envoy_data_plane.envoy.extensions.filters.http.buffer import v3 as buffer
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections import (
@@ -51,17 +54,20 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
 from envoy_data_plane.envoy.type.v3 import HttpStatus
 from envoy_data_plane.google.protobuf import Any, Struct
 
-from .config import Config, Provider
+from .config import Config, Listener, Provider
 from .config import Endpoint as ProviderEndpoint
-from .errors import error_object
+from .errors import error_object, too_large
 from .wire import (
     AUTH_KEY,
-    CLIENT_AUTH_HEADERS,
+    CLIENT_ONLY_HEADERS,
     DECISION_HEADERS,
     DECISION_METADATA,
     METADATA_NAMESPACE,
     MODEL_KEY,
+    OUR_HEADER_PREFIX,
+    SERVER_REPLY_DETAILS,
     UPSTREAM_CHAT_SUFFIX,
+    envoy_body_limit,
 )
 
 __all__ = [
@@ -98,10 +104,20 @@ STATUS_ON_ERROR = 502
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 
 
+# Where Envoy's admin API listens unless told otherwise: a Unix socket that only Envoy's own
+# user may open. Admin can raise the log level until Envoy logs provider keys, or stop Envoy;
+# on 127.0.0.1 every process on the machine (every container of a Kubernetes pod) reaches it.
+DEFAULT_ADMIN_SOCKET = "/tmp/plano-envoy-admin.sock"
+ADMIN_SOCKET_MODE = 0o600
+
+
 @dataclass(frozen=True)
 class EnvoyOptions:
     extproc: tuple[tuple[str, int], ...] = (("127.0.0.1", 10000),)
-    admin_port: int = 9901
+    # Admin on this Unix socket (owner-only; None: DEFAULT_ADMIN_SOCKET), or on
+    # 127.0.0.1:admin_port when that is set.
+    admin_socket: str | None = None
+    admin_port: int | None = None
     message_timeout_s: float = 5.0
     ca_bundle: str = DEFAULT_CA_BUNDLE  # trust store for https providers
 
@@ -110,10 +126,13 @@ _DEFAULTS = EnvoyOptions()
 
 
 def render_bootstrap(config: Config, options: EnvoyOptions = _DEFAULTS) -> dict[str, object]:
-    clusters = [_extproc_cluster(options)]
-    clusters += [_provider_cluster(n, ep, options.ca_bundle) for n, ep in config.clusters.items()]
+    limit = config.listener.max_concurrent_requests
+    clusters = [_extproc_cluster(options, limit)]
+    clusters += [
+        _provider_cluster(n, ep, options.ca_bundle, limit) for n, ep in config.clusters.items()
+    ]
     rendered = bootstrap.Bootstrap(
-        admin=bootstrap.Admin(address=_address("127.0.0.1", options.admin_port)),
+        admin=bootstrap.Admin(address=_admin_address(options)),
         static_resources=bootstrap.BootstrapStaticResources(
             listeners=[_listener(config, options)], clusters=clusters
         ),
@@ -173,6 +192,29 @@ def _address(host: str, port: int) -> core.Address:
     return core.Address(socket_address=core.SocketAddress(address=host, port_value=port))
 
 
+def _admin_address(options: EnvoyOptions) -> core.Address:
+    if options.admin_port is not None:
+        return _address("127.0.0.1", options.admin_port)
+    path = options.admin_socket or DEFAULT_ADMIN_SOCKET
+    return core.Address(pipe=core.Pipe(path=path, mode=ADMIN_SOCKET_MODE))
+
+
+def _circuit_breakers(limit: int) -> cluster.CircuitBreakers:
+    """Envoy's per-cluster limits, sized from ``max_concurrent_requests`` rather than left at
+    Envoy's 1,024. Past them Envoy answers at once (the UO flag, or an ext_proc stream that
+    could not open), which the local replies turn into 503 gateway_at_capacity."""
+    return cluster.CircuitBreakers(
+        thresholds=[
+            cluster.CircuitBreakersThresholds(
+                max_connections=limit,
+                max_pending_requests=limit,
+                max_requests=limit,
+                max_retries=limit,
+            )
+        ]
+    )
+
+
 def _filter(name: str, config: object) -> hcm.HttpFilter:
     return hcm.HttpFilter(name=name, typed_config=Any.pack(config))
 
@@ -183,25 +225,28 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         route_config=_routes(config),
         http_filters=[
+            # First, so it sees the request before anything reads it and the response last.
+            _filter("envoy.filters.http.header_mutation", _our_headers()),
             _filter("envoy.filters.http.ext_proc", _ext_proc(options)),
             # With the headers phase skipped, ext_proc lets the headers on at once: this holds
             # them (and the body) until ext_proc has answered, so the router picks its route
             # from the server's decision. Its limit is the listener's.
             _filter(
                 "envoy.filters.http.buffer",
-                buffer.Buffer(max_request_bytes=min(config.listener.max_body_bytes, 2**32 - 1)),
+                buffer.Buffer(max_request_bytes=envoy_body_limit(config.listener.max_body_bytes)),
             ),
             # Providers need not see the client's Host (x-envoy-original-host), and clients
             # need not see Envoy's timing headers.
             _filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
         ],
-        local_reply_config=_local_replies(config.listener.max_body_bytes),
+        local_reply_config=_local_replies(config.listener),
     )
     return listener.Listener(
         name="egress_traffic",
         address=_address(config.listener.address, config.listener.port),
-        # This bounds the BUFFERED body: max_body_bytes passed, one byte more was Envoy's 413.
-        per_connection_buffer_limit_bytes=min(config.listener.max_body_bytes, 2**32 - 1),
+        # This bounds the BUFFERED body: the limit passed, one byte more was Envoy's 413. The
+        # server refuses bodies over max_body_size itself (envoy_body_limit says why).
+        per_connection_buffer_limit_bytes=envoy_body_limit(config.listener.max_body_bytes),
         filter_chains=[
             listener.FilterChain(
                 filters=[
@@ -212,6 +257,27 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
                 ]
             )
         ],
+    )
+
+
+def _our_headers() -> header_mutation.HeaderMutation:
+    """No ``x-plano-*`` header passes but the decision, either way: a client's could pose as
+    the decision (or reach the provider), a provider's could pose as ours. On the response
+    the decision headers are then set from the server's metadata; a key that is absent (no
+    route, or a reply the gateway gave itself) adds no header."""
+    ours = mutation_rules.HeaderMutation(
+        remove_on_match=mutation_rules.HeaderMutationRemoveOnMatch(
+            key_matcher=StringMatcher(prefix=OUR_HEADER_PREFIX)
+        )
+    )
+    decision = [
+        mutation_rules.HeaderMutation(append=_add(header, _metadata(key)))
+        for header, key in DECISION_METADATA.items()
+    ]
+    return header_mutation.HeaderMutation(
+        mutations=header_mutation.Mutations(
+            request_mutations=[ours], response_mutations=[ours, *decision]
+        )
     )
 
 
@@ -304,14 +370,11 @@ def _provider_route(p: Provider, timeout_s: float) -> route.Route:
             # the per-try one; it stays as the backstop for a stalled client.
             idle_timeout=timedelta(seconds=max(300.0, 2 * timeout_s)),
         ),
-        # Client credentials are meant for the gateway, never for the provider, and so are
-        # decision headers a client made up. Envoy removes before it adds, so the provider's
-        # own credential header survives with the server's value.
-        request_headers_to_remove=[*CLIENT_AUTH_HEADERS, *DECISION_HEADERS],
+        # Client credentials and cookies are meant for the gateway, never for the provider.
+        # Envoy removes before it adds, so the provider's own credential header survives
+        # with the server's value. (Every x-plano-* header is dealt with by _our_headers.)
+        request_headers_to_remove=list(CLIENT_ONLY_HEADERS),
         request_headers_to_add=[_add(p.auth_header, _metadata(AUTH_KEY))] if keyed else [],
-        # The decision, from the server's metadata; never a provider's header of that name.
-        response_headers_to_remove=list(DECISION_HEADERS),
-        response_headers_to_add=[_add(h, _metadata(k)) for h, k in DECISION_METADATA.items()],
     )
 
 
@@ -478,10 +541,11 @@ def _both(a: accesslog.AccessLogFilter, b: accesslog.AccessLogFilter) -> accessl
 
 # Mappers are tried in order and the first match wins. What tells the cases apart, as seen
 # in %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% of an access log:
-# - our server's ImmediateResponses (400/401/404/405/500, details = its own) and the
-#   catch-all 404 (direct_response) have no response flag and match no mapper, so they keep
-#   their JSON body and content-type. There is no top-level body_format: it would wrap them.
+# - our server's ImmediateResponses carry their own details (SERVER_REPLY_DETAILS) and the
+#   routes Envoy answers from the config say "direct_response": both are JSON already, and
+#   no mapper matches them. There is no top-level body_format: it would wrap them.
 # - body over the buffer limit: 413, no flag (request_payload_too_large).
+# - a provider cluster at its circuit breakers' limit: UO 503 (..._reset_reason:_overflow).
 # - provider: UF 503 (refused, or TLS verification failed), with URX once retried; UC 503
 #   (connection closed before the response); UT 504 (our per-try idle timeout); SI 504
 #   (stream idle timeout while the upstream request is pending).
@@ -489,63 +553,132 @@ def _both(a: accesslog.AccessLogFilter, b: accesslog.AccessLogFilter) -> accessl
 #   a gRPC error (..._13), a forbidden mutation (header_mutation_set_headers_failed) or a
 #   wrong content-length (mismatch_between_content_length_and_the_length_of_the_mutated_body);
 #   but 504 whatever status_on_error says for a message timeout
-#   (ext_proc_error_per-message_timeout_exceeded). Provider flags are matched first, so a
+#   (ext_proc_error_per-message_timeout_exceeded). The plano_extproc cluster at its limit is
+#   a gRPC error 14 whose details end in "{overflow}". Provider flags are matched first, so a
 #   502 or 504 that gets past them is the routing service's.
-# - other replies of Envoy's own carry some flag; they keep their status. (HTTP/1 parse errors
-#   never reach the mapper: they stay a text/plain 400.)
-_UPSTREAM_DOWN = ("UF", "UH", "UC", "UR", "URX", "UO", "UPE", "NC", "DF")
+# - the client's own mistakes at the HTTP level: a protocol upgrade (WebSocket) is 403
+#   upgrade_failed; headers over Envoy's limit 431 http1.headers_too_large (DPE); a request
+#   that is not valid HTTP 400 http1.codec_error (DPE) or http2.* for HTTP/2. The DPE flag is
+#   set after the mappers ran, so those are told apart by their details (a CEL filter).
+_UPSTREAM_DOWN = ("UF", "UH", "UC", "UR", "URX", "UPE", "NC", "DF")
+_OURS = f"response.code_details in ['{SERVER_REPLY_DETAILS}', 'direct_response']"
+# Clients back off on a 503 with retry-after (the openai and anthropic SDKs honour it).
+_RETRY_AFTER_S = 1
 
 
-def _local_replies(max_body_bytes: int) -> hcm.LocalReplyConfig:
+@dataclass(frozen=True)
+class _Reply:
+    match: accesslog.AccessLogFilter
+    message: str
+    type: str
+    code: str
+    status: int | None = None  # replaces Envoy's status
+    retry_after: bool = False
+
+
+def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
     service = "The routing service (plano-extproc)"
+    capacity = (
+        f"The gateway is at capacity ({listener.max_concurrent_requests} requests in flight "
+        "to one provider, or routing decisions in flight; "
+        "listeners.egress_traffic.max_concurrent_requests): retry shortly."
+    )
     table = [
-        (
-            _status(413),
-            f"Request body larger than this gateway's limit of {max_body_bytes} bytes.",
+        _Reply(
+            _both(_status(413), _cel(f"!({_OURS})")),
+            too_large(listener.max_body_bytes).message,
             "invalid_request_error",
             "request_too_large",
         ),
-        (
+        _Reply(_flags("UO"), capacity, "server_error", "gateway_at_capacity", retry_after=True),
+        _Reply(
+            _both(_status(STATUS_ON_ERROR), _cel("response.code_details.contains('overflow')")),
+            capacity,
+            "server_error",
+            "gateway_at_capacity",
+            status=503,
+            retry_after=True,
+        ),
+        _Reply(
             _both(_status(504), _flags("UT", "SI")),
             "The model provider did not answer in time: %LOCAL_REPLY_BODY%",
             "server_error",
             "upstream_timeout",
         ),
-        (
+        _Reply(
             _flags(*_UPSTREAM_DOWN),
             "The model provider could not be reached: %LOCAL_REPLY_BODY%",
             "server_error",
             "upstream_unavailable",
         ),
-        (
+        _Reply(
             _status(STATUS_ON_ERROR),
             f"{service} failed or could not be reached.",
             "server_error",
             "router_unavailable",
         ),
-        (_status(504), f"{service} did not answer in time.", "server_error", "router_unavailable"),
-        (
-            _both(_status(500, "GE"), _flags()),
+        _Reply(
+            _status(504), f"{service} did not answer in time.", "server_error", "router_unavailable"
+        ),
+        _Reply(
+            _cel("response.code_details == 'upgrade_failed'"),
+            "This gateway does not take protocol upgrades (WebSocket): send plain HTTP requests.",
+            "invalid_request_error",
+            "upgrade_not_supported",
+        ),
+        _Reply(
+            _status(431),
+            "The request's headers are larger than this gateway accepts (60 KiB in all).",
+            "invalid_request_error",
+            "request_headers_too_large",
+        ),
+        _Reply(
+            _cel(
+                "response.code_details.startsWith('http1.') || "
+                "response.code_details.startsWith('http2.')"
+            ),
+            "The request is not valid HTTP (%RESPONSE_CODE_DETAILS%).",
+            "invalid_request_error",
+            "malformed_request",
+        ),
+        # Anything else Envoy answers itself is JSON too, with Envoy's status.
+        _Reply(
+            _both(_status(500, "GE"), _cel(f"!({_OURS})")),
             "%LOCAL_REPLY_BODY%",
             "server_error",
             "gateway_error",
         ),
-        (_flags(), "%LOCAL_REPLY_BODY%", "invalid_request_error", "invalid_request"),
+        _Reply(
+            _cel(f"!({_OURS})"), "%LOCAL_REPLY_BODY%", "invalid_request_error", "invalid_request"
+        ),
     ]
     return hcm.LocalReplyConfig(
         mappers=[
             hcm.ResponseMapper(
-                filter=match,
+                filter=reply.match,
+                status_code=reply.status,
                 body_format_override=core.SubstitutionFormatString(
-                    json_format=_error(msg, code, type_=type_)
+                    json_format=_error(reply.message, reply.code, type_=reply.type)
                 ),
+                headers_to_add=[_add("retry-after", str(_RETRY_AFTER_S))]
+                if reply.retry_after
+                else [],
             )
-            for match, msg, type_, code in table
+            for reply in table
         ]
     )
 
 
-def _extproc_cluster(options: EnvoyOptions) -> cluster.Cluster:
+def _cel(expression: str) -> accesslog.AccessLogFilter:
+    return accesslog.AccessLogFilter(
+        extension_filter=accesslog.ExtensionFilter(
+            name="envoy.access_loggers.extension_filters.cel",
+            typed_config=Any.pack(cel.ExpressionFilter(expression=expression)),
+        )
+    )
+
+
+def _extproc_cluster(options: EnvoyOptions, limit: int) -> cluster.Cluster:
     # gRPC needs HTTP/2. Envoy's default windows (256 MiB) already carry a max_body_size body
     # each way in one message (a 16 MiB body and a 12 MB replacement passed).
     h2 = upstream_http.HttpProtocolOptions(
@@ -562,6 +695,8 @@ def _extproc_cluster(options: EnvoyOptions) -> cluster.Cluster:
         type=cluster.ClusterDiscoveryType.STATIC,
         connect_timeout=timedelta(seconds=1),
         lb_policy=cluster.ClusterLbPolicy.ROUND_ROBIN,
+        # The server ends each call with its decision, so this bounds decisions in flight.
+        circuit_breakers=_circuit_breakers(limit),
         typed_extension_protocol_options={
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(h2)
         },
@@ -572,7 +707,9 @@ def _extproc_cluster(options: EnvoyOptions) -> cluster.Cluster:
     )
 
 
-def _provider_cluster(name: str, ep: ProviderEndpoint, ca_bundle: str) -> cluster.Cluster:
+def _provider_cluster(
+    name: str, ep: ProviderEndpoint, ca_bundle: str, limit: int
+) -> cluster.Cluster:
     try:
         ipaddress.ip_address(ep.host)
         is_ip = True
@@ -592,6 +729,7 @@ def _provider_cluster(name: str, ep: ProviderEndpoint, ca_bundle: str) -> cluste
         else cluster.ClusterDiscoveryType.LOGICAL_DNS,
         connect_timeout=timedelta(seconds=5),
         dns_lookup_family=cluster.ClusterDnsLookupFamily.V4_PREFERRED,
+        circuit_breakers=_circuit_breakers(limit),
         load_assignment=endpoint.ClusterLoadAssignment(
             cluster_name=name, endpoints=[endpoint.LocalityLbEndpoints(lb_endpoints=[lb_endpoint])]
         ),

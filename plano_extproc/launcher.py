@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import functools
+import http.client
 import os
 import signal
 import socket
@@ -16,13 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Config
-from .envoy_config import EnvoyOptions, envoy_binary, render_yaml
+from .envoy_config import DEFAULT_ADMIN_SOCKET, EnvoyOptions, envoy_binary, render_yaml
 
 if TYPE_CHECKING:
     from .server import Engine
@@ -36,8 +37,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, preexec_fn=_die_with_parent)
+def _spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
+
+
+def envoy_environment(config: Config, environ: dict[str, str]) -> dict[str, str]:
+    """Envoy's environment: ours without the variables that hold provider keys. Envoy never
+    needs a key (the server hands it one per request); a key in its environment would be one
+    more place to leak from (a crash dump, /proc/PID/environ)."""
+    key_vars = {var for p in config.providers for var in p.access_key_vars}
+    return {name: value for name, value in environ.items() if name not in key_vars}
 
 
 def _wait_until(
@@ -61,10 +70,38 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
-def _envoy_ready(admin_port: int) -> bool:
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: how the launcher reaches an admin API no one else can."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def admin_get(options: EnvoyOptions, path: str, timeout: float = 0.5) -> tuple[int, bytes]:
+    """GET ``path`` from Envoy's admin API (on its Unix socket, or on 127.0.0.1)."""
+    connection: http.client.HTTPConnection
+    if options.admin_port is not None:
+        connection = http.client.HTTPConnection("127.0.0.1", options.admin_port, timeout=timeout)
+    else:
+        connection = _UnixHTTPConnection(options.admin_socket or DEFAULT_ADMIN_SOCKET, timeout)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=0.5) as r:
-            return bool(r.status == 200)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _envoy_ready(options: EnvoyOptions) -> bool:
+    try:
+        return admin_get(options, "/ready")[0] == 200
     except OSError:
         return False
 
@@ -85,7 +122,11 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
 def run_gateway(
     config: Config, options: EnvoyOptions, concurrency: int | None = None, engine: Engine = "h2"
 ) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="plano-extproc-"))
+    workdir = Path(tempfile.mkdtemp(prefix="plano-extproc-"))  # owner-only (0700)
+    if options.admin_port is None and options.admin_socket is None:
+        # The default socket lives in this run's private folder: several gateways can run
+        # side by side, and no other user can reach it even before Envoy sets its mode.
+        options = dataclasses.replace(options, admin_socket=str(workdir / "envoy-admin.sock"))
     bootstrap = workdir / "envoy.yaml"
     bootstrap.write_text(render_yaml(config, options))
     stop_requested = False
@@ -122,14 +163,14 @@ def run_gateway(
         ]
         if concurrency:
             envoy += ["--concurrency", str(concurrency)]
-        children.append(_spawn(envoy))
-        if not _wait_until(lambda: _envoy_ready(options.admin_port), children, 30):
+        children.append(_spawn(envoy, envoy_environment(config, dict(os.environ))))
+        if not _wait_until(lambda: _envoy_ready(options), children, 30):
             print("plano-extproc: Envoy did not become ready", file=sys.stderr)
             return 1
         lis = config.listener
         print(
             f"plano gateway listening on http://{lis.address}:{lis.port}/v1 "
-            f"(ext_proc {_endpoints(options)}, Envoy admin 127.0.0.1:{options.admin_port}, "
+            f"(ext_proc {_endpoints(options)}, Envoy admin {_admin(options)}, "
             f"bootstrap {bootstrap}); Ctrl-C stops it",
             flush=True,
         )
@@ -147,7 +188,16 @@ def run_gateway(
     finally:
         _stop(children)
         bootstrap.unlink(missing_ok=True)
-        os.rmdir(workdir)
+        if options.admin_port is None:
+            Path(options.admin_socket or DEFAULT_ADMIN_SOCKET).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(workdir)
+
+
+def _admin(options: EnvoyOptions) -> str:
+    if options.admin_port is not None:
+        return f"127.0.0.1:{options.admin_port}"
+    return f"unix:{options.admin_socket or DEFAULT_ADMIN_SOCKET}"
 
 
 def _endpoints(options: EnvoyOptions) -> str:

@@ -60,6 +60,7 @@ class FakeProvider:
     stream_pause_s: float = 0.0  # pause after the first streamed chunk
     reply_delay_s: float = 0.0  # pause before answering a request that is not streamed
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server context
+    extra_headers: dict[str, str] = field(default_factory=dict)  # on every answer
     received: list[Received] = field(default_factory=list)
     server_names: list[str | None] = field(default_factory=list)  # TLS SNI per handshake
     port: int = 0
@@ -109,6 +110,7 @@ class FakeProvider:
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(data)))
+                self._extra_headers()
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -116,6 +118,7 @@ class FakeProvider:
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.send_header("transfer-encoding", "chunked")
+                self._extra_headers()
                 self.end_headers()
                 words = [f"from {provider.name}", " streamed", " reply"]
                 for i, word in enumerate(words):
@@ -133,6 +136,10 @@ class FakeProvider:
                         time.sleep(provider.stream_pause_s)
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")
+
+            def _extra_headers(self) -> None:
+                for name, value in provider.extra_headers.items():
+                    self.send_header(name, value)
 
             def _chunk(self, data: bytes) -> None:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

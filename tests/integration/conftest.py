@@ -57,7 +57,7 @@ def start_gateway(
     env: dict[str, str] | None = None,
     workers: int = 1,
 ) -> Gateway:
-    port, admin_port, extproc_port = free_port(), free_port(), free_ports(workers)
+    port, extproc_port = free_port(), free_ports(workers)
     config = tmp_path / "plano.yaml"
     config.write_text(config_text.replace("{port}", str(port)))
     log = tmp_path / "gateway.log"
@@ -72,8 +72,6 @@ def start_gateway(
             "1",
             "--extproc-port",
             str(extproc_port),
-            "--admin-port",
-            str(admin_port),
             "--workers",
             str(workers),
         ],

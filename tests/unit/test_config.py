@@ -136,7 +136,7 @@ def test_unknown_keys_are_located() -> None:
         "plano.yaml:7: extra: unknown key; allowed here: version, listeners, llm_providers, "
         "model_aliases, routing",
         "plano.yaml:3: listeners.egress_traffic.prot: unknown key; allowed here: address, port, "
-        "message_format, timeout, max_body_size",
+        "message_format, timeout, max_body_size, max_concurrent_requests",
         "plano.yaml:6: llm_providers[0].acess_key: unknown key; allowed here: model, access_key, "
         "default, base_url, routing_preferences",
     ]
@@ -263,6 +263,24 @@ def test_bad_duration(bad: str) -> None:
         f"plano.yaml:3: listeners.egress_traffic.timeout: must be a duration such as 30s, "
         f"500ms, 2m or 1h, got {parse_yaml_scalar(bad)!r}"
     ]
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "1.5", "lots", "true", "2000000"])
+def test_bad_max_concurrent_requests(bad: str) -> None:
+    assert errors_of(
+        f"listeners:\n  egress_traffic:\n    max_concurrent_requests: {bad}\n"
+        "llm_providers:\n  - model: openai/a\n"
+    ) == [
+        "plano.yaml:3: listeners.egress_traffic.max_concurrent_requests: must be a whole number "
+        f"from 1 to 1000000, got {parse_yaml_scalar(bad)!r}"
+    ]
+
+
+def test_max_concurrent_requests_default_and_set() -> None:
+    base = "llm_providers:\n  - model: openai/a\n"
+    assert parse_config(base, "plano.yaml", env={}).listener.max_concurrent_requests == 4096
+    text = "listeners:\n  egress_traffic:\n    max_concurrent_requests: 10000\n" + base
+    assert parse_config(text, "plano.yaml", env={}).listener.max_concurrent_requests == 10000
 
 
 def parse_yaml_scalar(text: str) -> object:

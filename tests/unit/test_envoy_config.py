@@ -12,7 +12,6 @@ import yaml
 from plano_extproc import envoy_config
 from plano_extproc.config import Config, load_config, parse_config
 from plano_extproc.envoy_config import (
-    DECISION_HEADERS,
     EXTPROC_CLUSTER,
     EnvoyOptions,
     envoy_binary,
@@ -20,8 +19,10 @@ from plano_extproc.envoy_config import (
     render_yaml,
     validate_with_envoy,
 )
+from plano_extproc.wire import CLIENT_ONLY_HEADERS, SERVER_REPLY_DETAILS, envoy_body_limit
 
 pytestmark = pytest.mark.unit
+BUFFERED = envoy_body_limit(2 * 1024 * 1024)  # LOCAL's max_body_size, plus the headroom
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [ROOT / "config" / "plano.yaml", *sorted((ROOT / "config" / "examples").glob("*.yaml"))]
@@ -120,7 +121,16 @@ def test_reference_bootstrap_is_up_to_date() -> None:
         )
 
 
-def test_admin_on_loopback() -> None:
+def test_admin_on_an_owner_only_unix_socket_by_default() -> None:
+    # On 127.0.0.1 any local process (any container of a pod) could raise Envoy's log level
+    # until it logs provider keys.
+    assert boot_of()["admin"]["address"] == {
+        "pipe": {"path": envoy_config.DEFAULT_ADMIN_SOCKET, "mode": 0o600}
+    }
+    assert boot_of(admin_socket="/run/x.sock")["admin"]["address"]["pipe"]["path"] == "/run/x.sock"
+
+
+def test_admin_on_loopback_when_asked() -> None:
     admin = boot_of(admin_port=9911)["admin"]["address"]["socket_address"]
     assert admin == {"address": "127.0.0.1", "port_value": 9911}
 
@@ -129,7 +139,8 @@ def test_listener_address_and_body_limit() -> None:
     listener = boot_of()["static_resources"]["listeners"][0]
     assert listener["name"] == "egress_traffic"
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 12000}
-    assert listener["per_connection_buffer_limit_bytes"] == 2 * 1024 * 1024
+    # Room for the model the server puts in; the server refuses bodies over max_body_size.
+    assert listener["per_connection_buffer_limit_bytes"] == BUFFERED
 
 
 def test_body_limit_is_capped_to_envoys_uint32() -> None:
@@ -140,26 +151,27 @@ def test_body_limit_is_capped_to_envoys_uint32() -> None:
 
 def test_413_error_names_the_limit() -> None:
     mapper = hcm(boot_of())["local_reply_config"]["mappers"][0]
-    assert mapper["filter"]["status_code_filter"]["comparison"]["value"]["default_value"] == 413
+    assert _statuses(mapper["filter"]) == [413]
     error = mapper["body_format_override"]["json_format"]["error"]
     assert error["code"] == "request_too_large"
     assert str(2 * 1024 * 1024) in error["message"]
 
 
-def test_filter_chain_is_ext_proc_then_buffer_then_router() -> None:
+def test_filter_chain_is_headers_then_ext_proc_then_buffer_then_router() -> None:
     boot = boot_of()
     manager = hcm(boot)
     assert manager.get("codec_type", "AUTO") == "AUTO"  # the default is left out
     assert manager["stat_prefix"] == "egress_traffic"
     names = [f["name"] for f in manager["http_filters"]]
     assert names == [
+        "envoy.filters.http.header_mutation",
         "envoy.filters.http.ext_proc",
         "envoy.filters.http.buffer",
         "envoy.filters.http.router",
     ]
     # The buffer filter holds the request until ext_proc has decided; same limit as the body.
     buffer = http_filter(boot, "envoy.filters.http.buffer")
-    assert buffer["max_request_bytes"] == 2 * 1024 * 1024
+    assert buffer["max_request_bytes"] == BUFFERED
 
 
 def test_ext_proc_settings() -> None:
@@ -292,8 +304,10 @@ def test_credentials_client_ones_removed_the_providers_from_the_decision() -> No
                 "authorization",
                 "x-api-key",
                 "api-key",
-                *DECISION_HEADERS,
+                "cookie",
+                "proxy-authorization",
             ]
+            assert r["request_headers_to_remove"] == list(CLIENT_ONLY_HEADERS)
     # The key itself is never in Envoy's config: the server sends it with each decision.
     assert found["openai/gpt-5"]["request_headers_to_add"] == [
         {
@@ -314,20 +328,38 @@ def test_timeout_bounds_provider_silence_not_the_whole_stream() -> None:
     assert retry_on == {"connect-failure", "refused-stream", "reset-before-request"}
 
 
-def test_decision_headers_come_from_the_decision_never_from_the_provider() -> None:
+def test_no_x_plano_header_passes_either_way_but_the_decision() -> None:
+    mutations = http_filter(boot_of(), "envoy.filters.http.header_mutation")["mutations"]
+    ours = {"remove_on_match": {"key_matcher": {"prefix": "x-plano-"}}}
+    assert mutations["request_mutations"] == [ours]
+    # Removed first, then set from the server's decision: never a provider's header.
+    assert mutations["response_mutations"][0] == ours
+    added = [m["append"] for m in mutations["response_mutations"][1:]]
+    assert [a["header"] for a in added] == [
+        {"key": "x-plano-model", "value": "%DYNAMIC_METADATA(plano:model)%"},
+        {"key": "x-plano-routing", "value": "%DYNAMIC_METADATA(plano:routing)%"},
+        {"key": "x-plano-route", "value": "%DYNAMIC_METADATA(plano:route)%"},
+    ]
+    for a in added:
+        assert a["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+        assert not a.get("keep_empty_value", False)  # no x-plano-route without a route
     for r in routes(boot_of()):
-        if "route" not in r:
-            continue
-        assert r["response_headers_to_remove"] == list(DECISION_HEADERS)
-        added = r["response_headers_to_add"]
-        assert [a["header"] for a in added] == [
-            {"key": "x-plano-model", "value": "%DYNAMIC_METADATA(plano:model)%"},
-            {"key": "x-plano-routing", "value": "%DYNAMIC_METADATA(plano:routing)%"},
-            {"key": "x-plano-route", "value": "%DYNAMIC_METADATA(plano:route)%"},
-        ]
-        for a in added:
-            assert a["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
-            assert not a.get("keep_empty_value", False)  # no x-plano-route without a route
+        assert "response_headers_to_add" not in r and "response_headers_to_remove" not in r
+
+
+def test_circuit_breakers_are_sized_by_max_concurrent_requests() -> None:
+    config = make(
+        LOCAL.replace("max_body_size: 2MiB", "max_body_size: 2MiB\n    max_concurrent_requests: 77")
+    )
+    for name, found in clusters(boot_of(config)).items():
+        assert found["circuit_breakers"] == {
+            "thresholds": [
+                {"max_connections": 77, "max_pending_requests": 77, "max_requests": 77,
+                 "max_retries": 77}
+            ]
+        }, name  # fmt: skip
+    default = clusters(boot_of())[EXTPROC_CLUSTER]["circuit_breakers"]["thresholds"][0]
+    assert default["max_requests"] == 4096
 
 
 def direct(route: dict[str, Any]) -> tuple[int, Any]:
@@ -416,10 +448,15 @@ def test_local_replies_map_envoys_errors_to_openai_json() -> None:
     codes = [code for _, code in local_reply_codes(boot)]
     assert codes == [
         "request_too_large",
+        "gateway_at_capacity",  # a provider cluster at its limit (UO)
+        "gateway_at_capacity",  # the plano_extproc cluster at its limit
         "upstream_timeout",
         "upstream_unavailable",
         "router_unavailable",
         "router_unavailable",
+        "upgrade_not_supported",
+        "request_headers_too_large",
+        "malformed_request",
         "gateway_error",
         "invalid_request",
     ]
@@ -427,7 +464,12 @@ def test_local_replies_map_envoys_errors_to_openai_json() -> None:
         error = mapper["body_format_override"]["json_format"]["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert error["param"] is None
-        assert "status_code" not in mapper  # Envoy's status is kept
+    # Envoy's status is kept, but an ext_proc stream refused at the limit is no bad gateway.
+    assert [m.get("status_code") for m in config["mappers"]] == [None, None, 503] + [None] * 9
+    at_capacity = [m for m in config["mappers"] if m.get("headers_to_add")]
+    assert len(at_capacity) == 2
+    for m in at_capacity:
+        assert m["headers_to_add"][0]["header"] == {"key": "retry-after", "value": "1"}
 
 
 def _statuses(f: dict[str, Any]) -> list[int]:
@@ -438,15 +480,34 @@ def _statuses(f: dict[str, Any]) -> list[int]:
     return []
 
 
-def test_no_flagless_mapper_can_catch_the_servers_own_replies() -> None:
-    # The server answers 400/401/404/405/500 with no response flag: only a mapper that
-    # needs a flag may match those statuses.
+def _parts(f: dict[str, Any]) -> list[dict[str, Any]]:
+    return f["and_filter"]["filters"] if "and_filter" in f else [f]
+
+
+def _cel(f: dict[str, Any]) -> str:
+    found = [p["extension_filter"]["typed_config"]["expression"] for p in _parts(f)
+             if "extension_filter" in p]  # fmt: skip
+    return found[0] if found else ""
+
+
+def test_no_mapper_can_catch_the_servers_own_replies() -> None:
+    # The server answers 400/401/404/405/413/500 with its own details and no response flag,
+    # and Envoy's config-made answers say "direct_response": a mapper must need a flag, need
+    # one of Envoy's own details, or exclude both by name.
     for match, code in local_reply_codes(boot_of()):
-        needs_flag = "response_flag_filter" in match or any(
-            "response_flag_filter" in sub for sub in match.get("and_filter", {}).get("filters", [])
+        needs_flag = any("response_flag_filter" in p for p in _parts(match))
+        expression = _cel(match)
+        envoys_own = expression.startswith("response.code_details ==") or (
+            expression.startswith("response.code_details.startsWith")
         )
-        if not needs_flag:
-            assert not {400, 401, 404, 405, 500} & set(_statuses(match)), code
+        excludes_ours = (
+            f"!(response.code_details in ['{SERVER_REPLY_DETAILS}', 'direct_response'])"
+            in expression
+        )
+        server_statuses = {400, 401, 404, 405, 413, 500}
+        if not (needs_flag or envoys_own or excludes_ours):
+            assert not server_statuses & set(_statuses(match)), code
+            assert _statuses(match), code  # a status the server never answers (502, 504, 431)
 
 
 def test_router_failures_are_matched_after_upstream_flags() -> None:
