@@ -145,7 +145,10 @@ class FakeProvider:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 4096  # the load tests open a thousand connections at once
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         if self.tls is not None:
             self.tls.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
