@@ -56,7 +56,8 @@ Dropped (no OpenAI equivalent): ``top_k``, ``cache_control`` everywhere, ``citat
 server-tool blocks in assistant turns, ``thinking`` / ``redacted_thinking`` blocks in
 requests, ``thinking: {type: adaptive}`` (the upstream's default effort applies),
 ``service_tier``, ``container``, ``mcp_servers``, ``context_management``,
-``inference_geo``, stop sequences beyond the fourth.
+``inference_geo``, stop sequences beyond the fourth; and any other field not named here
+(only what is mapped is sent).
 
 Response (``chat.completion`` -> ``message``; ``chat.completion.chunk``s -> events): the
 upstream's ``id`` and ``model`` are kept; the first choice is read; ``reasoning_content`` ->

@@ -2,39 +2,39 @@
 
 Request (``POST /v1/chat/completions`` body -> ``POST /v1/messages`` body):
 
-| OpenAI                                   | Anthropic                                         |
-|------------------------------------------|---------------------------------------------------|
-| ``model``                                | ``model`` = the provider's model id               |
-| ``system`` / ``developer`` messages      | top-level ``system`` (a string for one plain      |
-|                                          | text, else text blocks), in order, wherever they  |
-|                                          | stood in the conversation                         |
-| ``user`` content: string / ``text``      | string / ``text`` blocks                          |
-| ``image_url`` with a ``data:`` URL       | ``image`` with a ``base64`` source                |
-| ``image_url`` with an http(s) URL        | ``image`` with a ``url`` source                   |
-| ``file`` with a PDF ``file_data``        | ``document`` with a ``base64`` source             |
-| ``cache_control`` on a text/image part   | kept on the block                                 |
-| ``assistant`` content + ``tool_calls``   | ``text`` + ``tool_use`` blocks (``arguments``     |
-|                                          | JSON string -> ``input`` object)                  |
-| ``assistant.thinking_blocks`` (below)    | ``thinking`` / ``redacted_thinking`` blocks first |
-| ``tool`` messages (``tool_call_id``)     | ``tool_result`` blocks (``tool_use_id``) in a     |
-|                                          | user turn; consecutive turns of one role are      |
-|                                          | merged (Anthropic wants alternating roles), with  |
-|                                          | ``tool_result`` blocks first in a user turn       |
-| ``tools`` (``function``: name,           | ``tools`` (name, description, ``input_schema``)   |
-| description, parameters)                 |                                                   |
-| ``tool_choice`` auto / none / required / | ``tool_choice`` auto / none / any / tool          |
-| a named function                         |                                                   |
-| ``parallel_tool_calls: false``           | ``tool_choice.disable_parallel_tool_use: true``   |
-| ``stop`` (string or list)                | ``stop_sequences``                                |
-| ``max_completion_tokens`` / ``max_tokens``| ``max_tokens`` (required: default below)         |
-| ``temperature`` (0-2)                    | ``temperature`` clamped to 0-1                    |
-| ``top_p``                                | ``top_p`` (dropped when 1, which means "off")     |
-| ``top_k`` (an extension some clients     | ``top_k``                                         |
-| send)                                    |                                                   |
-| ``reasoning_effort``                     | ``thinking: {type: enabled, budget_tokens}``      |
-| ``user`` (else ``safety_identifier``)    | ``metadata.user_id``                              |
-| ``response_format`` json_schema          | ``output_config.format`` json_schema              |
-| ``stream``                               | ``stream``                                        |
+| OpenAI                                     | Anthropic                                         |
+|--------------------------------------------|---------------------------------------------------|
+| ``model``                                  | ``model`` = the provider's model id               |
+| ``system`` / ``developer`` messages        | top-level ``system`` (a string for one plain      |
+|                                            | text, else text blocks), in order, wherever they  |
+|                                            | stood in the conversation                         |
+| ``user`` content: string / ``text``        | string / ``text`` blocks                          |
+| ``image_url`` with a ``data:`` URL         | ``image`` with a ``base64`` source                |
+| ``image_url`` with an http(s) URL          | ``image`` with a ``url`` source                   |
+| ``file`` with a PDF ``file_data``          | ``document`` with a ``base64`` source             |
+| ``cache_control`` on a part or a tool      | kept on the block or tool                         |
+| ``assistant`` content + ``tool_calls``     | ``text`` + ``tool_use`` blocks (``arguments``     |
+|                                            | JSON string -> ``input`` object)                  |
+| ``assistant.thinking_blocks`` (below)      | ``thinking`` / ``redacted_thinking`` blocks first |
+| ``tool`` messages (``tool_call_id``)       | ``tool_result`` blocks (``tool_use_id``) in a     |
+|                                            | user turn; consecutive turns of one role are      |
+|                                            | merged (Anthropic wants alternating roles), with  |
+|                                            | ``tool_result`` blocks first in a user turn       |
+| ``tools`` (``function``: name,             | ``tools`` (name, description, ``input_schema``)   |
+| description, parameters)                   |                                                   |
+| ``tool_choice`` auto / none / required /   | ``tool_choice`` auto / none / any / tool          |
+| a named function                           |                                                   |
+| ``parallel_tool_calls: false``             | ``tool_choice.disable_parallel_tool_use: true``   |
+| ``stop`` (string or list)                  | ``stop_sequences``                                |
+| ``max_completion_tokens`` / ``max_tokens`` | ``max_tokens`` (required: default below)          |
+| ``temperature`` (0-2)                      | ``temperature`` clamped to 0-1                    |
+| ``top_p``                                  | ``top_p`` (dropped when 1, which means "off")     |
+| ``top_k`` (an extension some clients       | ``top_k``                                         |
+| send)                                      |                                                   |
+| ``reasoning_effort``                       | ``thinking: {type: enabled, budget_tokens}``      |
+| ``user`` (else ``safety_identifier``)      | ``metadata.user_id``                              |
+| ``response_format`` json_schema            | ``output_config.format`` json_schema              |
+| ``stream``                                 | ``stream``                                        |
 
 Decisions:
 
@@ -47,7 +47,9 @@ Decisions:
   xhigh 32768; ``none`` asks for no thinking. With an explicit ``max_tokens`` the budget is
   cut to fit under it, and thinking is left off when less than Anthropic's minimum of 1024
   fits. Thinking is also left off with a forced ``tool_choice`` (required / a named
-  function), which Anthropic refuses to combine with thinking. With thinking on,
+  function), which Anthropic refuses to combine with thinking, and when the last assistant
+  turn called tools but its ``thinking_blocks`` were not sent back (Anthropic refuses
+  thinking then, as the turn's signed thinking is missing). With thinking on,
   ``temperature`` and ``top_k`` are dropped and ``top_p`` below 0.95 is dropped (Anthropic
   refuses them with thinking).
 - ``n`` > 1: refused (400, param ``n``): Anthropic returns one message; answering with one
@@ -78,7 +80,8 @@ Dropped (no Anthropic equivalent): ``logprobs``, ``top_logprobs``, ``logit_bias`
 reports usage; ``include_usage`` is honoured on the way back), ``service_tier``, ``store``,
 ``metadata`` (OpenAI's stored-completion tags), ``prediction``, ``modalities``, ``audio``,
 ``web_search_options``, ``verbosity``, ``prompt_cache_key``, a message's ``name``, an
-image's ``detail``, ``function.strict`` on tools, ``reasoning_content`` in requests.
+image's ``detail``, ``function.strict`` on tools, ``reasoning_content`` in requests; and
+any other field not named here (only what is mapped is sent).
 
 Response (non-streamed ``message`` -> ``chat.completion``; streamed events ->
 ``chat.completion.chunk``s): the upstream's ``id`` and ``model`` are kept; ``text`` blocks
@@ -170,6 +173,8 @@ class OpenAIToAnthropic(Translator):
                 out["tool_choice"] = choice
         max_tokens = _max_tokens(body)
         thinking = _thinking(body.get("reasoning_effort"), max_tokens, choice)
+        if thinking and _unsigned_tool_turn(messages):
+            thinking = None
         if max_tokens is None:
             max_tokens = self.default_max_tokens + (thinking or 0)
         out["max_tokens"] = max_tokens
@@ -381,7 +386,8 @@ def _data_url(url: str, where: str) -> tuple[str, str]:
     media_type, *params = header.split(";")
     if not comma or "base64" not in params or not media_type:
         raise TranslationError("A data: URL must be 'data:<media type>;base64,<data>'.", where)
-    return media_type, data
+    # "image/jpg" is common and wrong; Anthropic accepts only the registered name.
+    return ("image/jpeg" if media_type == "image/jpg" else media_type), data
 
 
 def _assistant_content(message: JSON, where: str) -> str | list[JSON]:
@@ -500,12 +506,9 @@ def _tools(tools: object) -> list[JSON]:
                 "Only function tools with a name are supported for this model.", f"tools[{j}]"
             )
         schema = function.get("parameters")
-        converted: JSON = {
-            "name": name,
-            "input_schema": schema
-            if isinstance(schema, dict)
-            else {"type": "object", "properties": {}},
-        }
+        schema = schema if isinstance(schema, dict) and schema else {"properties": {}}
+        # Anthropic insists on an object schema; OpenAI takes one without "type".
+        converted: JSON = {"name": name, "input_schema": {"type": "object", **schema}}
         if isinstance(function.get("description"), str):
             converted["description"] = function["description"]
         out.append(_with_cache_control(converted, tool))
@@ -569,6 +572,19 @@ def _thinking(effort: object, max_tokens: int | None, choice: JSON | None) -> in
     if max_tokens is not None:
         budget = min(budget, max_tokens - 1)
     return budget if budget >= MIN_THINKING_BUDGET else None
+
+
+def _unsigned_tool_turn(turns: list[JSON]) -> bool:
+    """Whether the last assistant turn calls tools without its thinking sent back.
+
+    With thinking on, Anthropic wants such a turn to start with its signed thinking block;
+    a client that dropped ``thinking_blocks`` gets this request without thinking instead.
+    """
+    last = next((turn for turn in reversed(turns) if turn["role"] == "assistant"), None)
+    if last is None or not isinstance(last["content"], list):
+        return False
+    kinds = [block.get("type") for block in last["content"]]
+    return "tool_use" in kinds and kinds[0] not in ("thinking", "redacted_thinking")
 
 
 def _response_format(value: object, out: JSON) -> list[JSON]:

@@ -414,6 +414,43 @@ def test_reasoning_effort_becomes_a_thinking_budget(
     assert out["max_tokens"] == max_tokens
 
 
+def test_thinking_needs_the_last_tool_turn_signed() -> None:
+    call = {"id": "c1", "function": {"name": "get_weather", "arguments": "{}"}}
+    unsigned = [
+        USER,
+        {"role": "assistant", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "x"},
+    ]
+    assert "thinking" not in to_anthropic(
+        messages=unsigned, reasoning_effort="low", tools=[WEATHER_TOOL]
+    )
+    signed = [
+        USER,
+        {
+            "role": "assistant",
+            "tool_calls": [call],
+            "thinking_blocks": [{"type": "thinking", "thinking": "t", "signature": "s"}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "x"},
+    ]
+    assert "thinking" in to_anthropic(messages=signed, reasoning_effort="low", tools=[WEATHER_TOOL])
+    # An earlier unsigned tool turn does not matter once a plain turn came after it.
+    later = [*unsigned, {"role": "assistant", "content": "18C"}, {"role": "user", "content": "ok"}]
+    assert "thinking" in to_anthropic(messages=later, reasoning_effort="low", tools=[WEATHER_TOOL])
+
+
+def test_image_jpg_and_schemas_without_type() -> None:
+    content = [{"type": "image_url", "image_url": {"url": "data:image/jpg;base64,/9j/"}}]
+    out = to_anthropic(
+        messages=[{"role": "user", "content": content}],
+        tools=[
+            {"type": "function", "function": {"name": "f", "parameters": {"properties": {"a": {}}}}}
+        ],
+    )
+    assert out["messages"][0]["content"][0]["source"]["media_type"] == "image/jpeg"
+    assert out["tools"][0]["input_schema"] == {"type": "object", "properties": {"a": {}}}
+
+
 def test_thinking_drops_the_sampling_it_cannot_take() -> None:
     out = to_anthropic(reasoning_effort="low", temperature=0.2, top_k=5, top_p=0.5)
     assert not {"temperature", "top_k", "top_p"} & out.keys()
@@ -965,6 +1002,9 @@ def test_openai_requests_survive_a_round_trip(
     back = TO_OPENAI.request(TO_ANTHROPIC.request(body, "claude"), "m")
     expected = {**body, "max_completion_tokens": 50000}
     del expected["max_tokens"]
+    assistants = [message for message in messages if message["role"] == "assistant"]
+    if effort and assistants and "tool_calls" in assistants[-1]:
+        del expected["reasoning_effort"]  # no thinking_blocks were sent back: thinking is off
     assert back == expected
 
 
