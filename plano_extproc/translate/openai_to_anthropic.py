@@ -166,6 +166,7 @@ class OpenAIToAnthropic(Translator):
         tools = _tools(body.get("tools"))
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if not tools:
+            # Anthropic refuses tool_use blocks for tools the request does not define.
             tools, choice = _tools_for_history(messages), {"type": "none"}
         if tools:
             out["tools"] = tools
