@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+
+# A lone surrogate (a client's "\udc80" escape, echoed in a message) has no UTF-8 encoding.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# How much of a client's value an error message quotes.
+QUOTE_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -17,8 +23,13 @@ class ErrorReply:
     code: str | None = None
 
     def body(self) -> bytes:
+        """The JSON body, valid UTF-8 whatever the message quotes."""
         error = error_object(self.message, self.type, self.param, self.code)
-        return json.dumps(error, ensure_ascii=False).encode()
+        text = json.dumps(error, ensure_ascii=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", text).encode()
 
 
 def error_object(
@@ -27,6 +38,13 @@ def error_object(
 ) -> dict[str, dict[str, str | None]]:  # fmt: skip
     """The OpenAI error shape, shared by the server's replies and Envoy's own."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def quoted(value: str) -> str:
+    """A client's string for an error message: in quotes, cut to ``QUOTE_CHARS``."""
+    if len(value) > QUOTE_CHARS:
+        value = value[:QUOTE_CHARS] + "…"
+    return f"'{value}'"
 
 
 def invalid_request(message: str, param: str | None = None, code: str | None = None) -> ErrorReply:

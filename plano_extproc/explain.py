@@ -56,7 +56,7 @@ async def route_one(
     started = time.perf_counter()
     if isinstance(decision, AskRouter):
         if service is not None:
-            choice = await service.choose(request.body["messages"])
+            choice = await service.choose(request.messages)
         decision = resolve_preference(choice, config)
     latency_ms = (time.perf_counter() - started) * 1e3
     if isinstance(decision, ErrorReply):

@@ -4,27 +4,32 @@
 order (alias, provider/model, unambiguous bare model id) to its ``model``. A request that
 names no model asks the preference router (``ASK_ROUTER``) when routes are configured;
 ``resolve_preference`` turns the router's answer (or its absence) into the decision.
+``read_chat_request`` is ``parse_chat_request`` as a helper process runs it for a big body
+(offload.py), with an answer small enough to send back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from . import body as json_body
 from .config import AUTO_MODEL_NAMES, Config, Provider
-from .errors import ErrorReply, invalid_request
+from .errors import ErrorReply, invalid_request, quoted
 from .router.base import OTHER, RouteChoice
+from .router.conversation import Reading, conversation
 
 Routing = Literal["direct", "alias", "default", "preference"]
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A parsed chat-completions body: the JSON object and what routing reads of it."""
+    """A parsed chat-completions body: what routing reads of it, and the body to rewrite."""
 
-    body: dict[str, Any]
     model: str | None  # None when the client named no model (absent, empty or an auto name)
+    # The client's messages; from ``read_chat_request``, only the turns a router reads.
+    messages: Sequence[object]
     wire: json_body.JsonBody  # the body as sent, for rewriting its model in place
 
 
@@ -46,6 +51,11 @@ ASK_ROUTER = AskRouter()
 def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
     try:
         wire = json_body.parse(raw)
+    except json_body.NestedTooDeeply:
+        return invalid_request(
+            "The request body nests arrays and objects too deeply to be read.",
+            code="invalid_json",
+        )
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         return invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json")
     body = wire.value
@@ -76,7 +86,25 @@ def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
         )
     if model is not None and model.strip() in AUTO_MODEL_NAMES:
         model = None
-    return ChatRequest(body=body, model=model, wire=wire)
+    return ChatRequest(model, messages, wire)
+
+
+def read_chat_request(raw: bytes, reading: Reading) -> ChatRequest | ErrorReply:
+    """``parse_chat_request`` as a helper process runs it for a big body: the same checks
+    and errors, and an answer that is small to send back (only the turns ``reading`` lets
+    a router read, and the body's positions as byte offsets into ``raw``, no text).
+    ``attach_body`` makes it whole again where ``raw`` is."""
+    request = parse_chat_request(raw)
+    if isinstance(request, ErrorReply):
+        return request
+    turns = conversation(request.messages, reading)
+    messages = [{"role": t.role, "content": t.text} for t in turns]
+    return ChatRequest(request.model, messages, json_body.detach(request.wire, raw))
+
+
+def attach_body(request: ChatRequest, raw: bytes | memoryview) -> ChatRequest:
+    """A request from ``read_chat_request`` with the body it was read from."""
+    return replace(request, wire=json_body.attach(request.wire, raw))
 
 
 def resolve(model: str | None, config: Config) -> Decision | ErrorReply | AskRouter:
@@ -134,13 +162,13 @@ def _choose(model: str | None, config: Config) -> Decision | ErrorReply:
         return Decision(candidates[0], "direct")
     if candidates:
         return invalid_request(
-            f"The model '{model}' is served by several providers "
+            f"The model {quoted(model)} is served by several providers "
             f"({', '.join(p.name for p in candidates)}): name one as provider/model.",
             param="model",
             code="model_ambiguous",
         )
     return invalid_request(
-        f"The model '{model}' is not served by this gateway. "
+        f"The model {quoted(model)} is not served by this gateway. "
         f"Use one of: {', '.join(config.model_names())}.",
         param="model",
         code="model_not_found",

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable
 from typing import Literal, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from ._proto import ext_proc_pb2 as pb
 from .config import Config
 from .errors import ErrorReply
 from .h2grpc import FinalAnswer, H2GrpcServer
-from .processor import PendingRoute, Processor, error_response
+from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
+from .processor import Answer, PendingRoute, Processor, error_response, request_body_span
 from .router import load_router
+from .router.conversation import reading_for
 from .router.service import RouterService
 from .wire import envoy_body_limit
 
@@ -37,20 +42,40 @@ _FRAMING_BYTES = 64 * 1024
 
 
 class ExtProcService:
-    """Envoy opens one Process stream per HTTP request; each message gets one answer."""
+    """Envoy opens one Process stream per HTTP request; each message gets one answer.
 
-    def __init__(self, processor: Processor, router: RouterService | None) -> None:
+    A body over ``big_body`` bytes is read by ``reader``'s helper processes (offload.py):
+    the event loop would otherwise hold its whole parse. Without a reader every body is
+    read in place."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        router: RouterService | None,
+        reader: BodyReader | None = None,
+        big_body: int = BIG_BODY_BYTES,
+    ) -> None:
         self._processor = processor
         self._router = router
+        self._reader = reader
+        self._big_body = big_body if reader is not None else sys.maxsize
 
     def handle(self, payload: bytes) -> bytes | Awaitable[bytes]:
         """The answer to one serialized ProcessingRequest, or an awaitable of it when the
-        router must read the request first."""
+        router must read the request first, or a helper process its big body."""
         try:
+            if len(payload) > self._big_body:
+                span = request_body_span(payload)
+                if span is not None:
+                    return self._read_big(payload, span)
             request = pb.ProcessingRequest.FromString(payload)
             response = self._processor.handle(request)
             if isinstance(response, PendingRoute):
                 return self._route(response)
+        except DecodeError as exc:
+            # Not from Envoy (the port is open to local processes): one line, no traceback.
+            log.warning("an ext_proc message that is not a ProcessingRequest: %s", exc)
+            return FinalAnswer(error_response(INTERNAL_ERROR).SerializeToString())
         except Exception:
             return FinalAnswer(self._failed().SerializeToString())
         if request.HasField("request_body"):
@@ -61,15 +86,45 @@ class ExtProcService:
             return FinalAnswer(response.SerializeToString())
         return response.SerializeToString()
 
-    async def _route(self, pending: PendingRoute) -> bytes:
+    async def _read_big(self, payload: bytes, span: tuple[int, int]) -> bytes:
+        assert self._reader is not None
+        response: Answer
+        try:
+            if span[1] - span[0] > self._processor.config.listener.max_body_bytes:
+                response = self._processor.too_large()
+            else:
+                answer = self._processor.decide(await self._reader.read(payload, span))
+                if isinstance(answer, PendingRoute):
+                    return await self._route(answer, big=True)
+                response = answer
+        except ReaderFailed as exc:
+            log.error("%s: answering 500", exc)
+            response = error_response(INTERNAL_ERROR)
+        except Exception:
+            response = self._failed()
+        return await self._final_big(response)
+
+    async def _route(self, pending: PendingRoute, big: bool = False) -> bytes:
+        response: Answer
         try:
             choice = None
             if self._router is not None:
-                choice = await self._router.choose(pending.request.body["messages"])
+                choice = await self._router.choose(pending.request.messages)
             response = self._processor.on_route_choice(pending, choice)
         except Exception:
             response = self._failed()
+        if big:
+            return await self._final_big(response)
         return FinalAnswer(response.SerializeToString())
+
+    @staticmethod
+    async def _final_big(response: Answer) -> bytes:
+        # Each copy of a multi-megabyte answer (one to serialize it, one for the transport)
+        # holds the event loop for milliseconds: other streams are served between them.
+        await asyncio.sleep(0)
+        serialized = response.SerializeToString()
+        await asyncio.sleep(0)
+        return FinalAnswer(serialized)
 
     @staticmethod
     def _failed() -> pb.ProcessingResponse:
@@ -138,11 +193,16 @@ class _GrpcioServer:
 
 
 def build_server(
-    config: Config, listen: str, router: RouterService | None = None, engine: Engine = "h2"
+    config: Config,
+    listen: str,
+    router: RouterService | None = None,
+    engine: Engine = "h2",
+    reader: BodyReader | None = None,
 ) -> Server:
     """A server for ``listen`` (host:port, port 0 picks one), not started yet. ``router``
-    reads requests that name no model; without one they go to the default."""
-    service = ExtProcService(Processor(config), router)
+    reads requests that name no model; without one they go to the default. ``reader``
+    reads big bodies in helper processes; without one every body is read in place."""
+    service = ExtProcService(Processor(config), router, reader)
     max_message = envoy_body_limit(config.listener.max_body_bytes) + _FRAMING_BYTES
     kind = _GrpcioServer if engine == "grpcio" else _H2Server
     return kind(service, listen, max_message)
@@ -154,17 +214,25 @@ async def serve(
     """Serve until SIGINT/SIGTERM, then finish the streams in flight (up to 5 s)."""
     router = load_router(config)  # before listening: a model that cannot load stops start-up
     service = RouterService(router, config.router.timeout_s) if router is not None else None
-    server = build_server(config, listen, service, engine)
-    port = await server.start()
-    host = listen.rsplit(":", 1)[0]
-    log.info("ext_proc server (%s) listening on %s:%d", engine, host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
-    await stop.wait()
-    await server.stop(grace=5)
-    if service is not None:
-        service.close()
+    # One helper for big bodies; two where there are cores to spare for them.
+    reader = BodyReader(
+        reading_for(config.router), workers=max(1, min(2, (os.cpu_count() or 2) - 1))
+    )
+    try:
+        reader.start()
+        server = build_server(config, listen, service, engine, reader=reader)
+        port = await server.start()
+        host = listen.rsplit(":", 1)[0]
+        log.info("ext_proc server (%s) listening on %s:%d", engine, host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        await server.stop(grace=5)
+    finally:
+        reader.close()
+        if service is not None:
+            service.close()

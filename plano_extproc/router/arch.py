@@ -33,7 +33,7 @@ from tokenizers import Tokenizer
 
 from ..config import Route, RouterSettings
 from .base import OTHER, RouteChoice, RouterLoadError, best, probabilities
-from .conversation import Turn, conversation
+from .conversation import Turn, conversation, reading_for
 from .session import load_session, read_json, require_files
 
 PROMPT_TEMPLATE = """You are a helpful assistant designed to find the best suited route.
@@ -308,6 +308,7 @@ class ArchRouter:
         self.decoder = decoder
         self.stop_ids = stop_ids
         self.names = [r.name for r in routes]
+        self.reading = reading_for(settings)
         # Every possible answer, tokenized once: the JSON the model was trained to write,
         # then end-of-turn, so "code" cannot win as a prefix of "code_review".
         self._answers = [*self.names, OTHER]
@@ -402,7 +403,7 @@ class ArchRouter:
 
     def choose(self, messages: Sequence[object]) -> RouteChoice:
         started = time.perf_counter()
-        turns = conversation(messages)
+        turns = conversation(messages, self.reading)
         ids, kept = self.prompt_ids(turns)
         if not kept:
             return RouteChoice(OTHER, 1.0, {OTHER: 1.0}, {"reason": "no user turn to read"})

@@ -34,14 +34,21 @@ from tokenizers import Tokenizer
 
 from ..config import Route, RouterSettings
 from .base import OTHER, RouteChoice, probabilities
-from .conversation import Turn, conversation, latest_user_index
+from .conversation import (
+    CHARS_PER_TOKEN,
+    CONTEXT_TURNS,
+    EDGE_WINDOW,
+    Turn,
+    conversation,
+    latest_user_index,
+    reading_for,
+)
 from .session import load_session, read_json, require_files
 
 Array = npt.NDArray[Any]
 DATA = Path(__file__).parent / "data"
 BUILD_HINT = "Build it with `make models`."
 MANIFEST = "plano-encoder.json"
-CHARS_PER_TOKEN = 8
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,6 @@ class Views:
 # Lines at either end of a long turn, up to this many characters, are read as its instruction.
 EDGE_CHARS = 240
 LONG_TURN_CHARS = 600
-CONTEXT_TURNS = 3
 
 
 def views(turns: Sequence[Turn]) -> Views | None:
@@ -151,9 +157,10 @@ def views(turns: Sequence[Turn]) -> Views | None:
     text = turns[latest].text
     texts = [text]
     if len(text) > LONG_TURN_CHARS:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        head = _edge(lines)
-        tail = _edge(list(reversed(lines)), reverse=True)
+        # The edges are looked for near the ends only: splitting a whole pasted document
+        # into lines would cost as much as the document.
+        head = _edge(_lines(text[:EDGE_WINDOW]))
+        tail = _edge(list(reversed(_lines(text[-EDGE_WINDOW:]))), reverse=True)
         texts += [t for t in (head, tail) if t and t != text]
     latest_ix = list(range(len(texts)))
     context_ix = []
@@ -161,6 +168,10 @@ def views(turns: Sequence[Turn]) -> Views | None:
         context_ix.append(len(texts))
         texts.append(turn.text)
     return Views(texts, latest_ix, context_ix)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _edge(lines: list[str], reverse: bool = False) -> str:
@@ -256,6 +267,7 @@ class EncoderRouter:
         self.settings = settings
         self.members = list(members)
         self.names = [r.name for r in routes]
+        self.reading = reading_for(settings)
 
     @classmethod
     def load(
@@ -289,7 +301,7 @@ class EncoderRouter:
 
     def choose(self, messages: Sequence[object]) -> RouteChoice:
         started = time.perf_counter()
-        v = views(conversation(messages))
+        v = views(conversation(messages, self.reading))
         if v is None:
             return RouteChoice(OTHER, 1.0, {OTHER: 1.0}, {"reason": "no user turn to read"})
         names = [*self.names, OTHER]

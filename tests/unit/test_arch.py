@@ -18,7 +18,7 @@ from plano_extproc.router.arch import (
     trim_conversation,
 )
 from plano_extproc.router.base import OTHER, RouterLoadError
-from plano_extproc.router.conversation import Turn
+from plano_extproc.router.conversation import Turn, conversation
 from tests.tiny_arch_router import DEFAULT_SYSTEM, build_tiny_arch_router
 
 pytestmark = pytest.mark.unit
@@ -190,3 +190,18 @@ def test_cuda_without_onnxruntime_gpu_is_a_clear_error(model_dir: Path) -> None:
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(RouterLoadError, match="onnxruntime-gpu"):
         router(model_dir, device="cuda")
+
+
+def test_a_huge_conversation_gives_the_prompt_the_whole_one_did(model_dir: Path) -> None:
+    # The router reads newest first and no more than its budget can hold: the prompt is the
+    # one trimming the whole conversation by token counts gave.
+    r = router(model_dir, max_tokens=1200)
+    paste = "Please review this contract. " + "The party shall indemnify. " * 10_000 + "End."
+    for latest in ("short question in the end", paste):
+        messages = [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "w " * 10}
+            for i in range(20_000)
+        ] + [{"role": "user", "content": latest}, {"role": "assistant", "content": "prefill"}]
+        whole = r.prompt_ids(conversation(messages))
+        assert r.prompt_ids(conversation(messages, r.reading)) == whole
+        assert len(conversation(messages, r.reading)) < 1200

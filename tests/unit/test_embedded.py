@@ -13,6 +13,7 @@ from plano_extproc.config import Config, parse_config
 from plano_extproc.router import RouterLoadError, default_models_dir, load_router
 from plano_extproc.router.base import OTHER
 from plano_extproc.router.embedded import DEFAULT_MEMBERS, EncoderRouter, Member
+from tests.unit.test_conversation import Counted
 
 pytestmark = pytest.mark.unit
 
@@ -175,3 +176,18 @@ def test_a_missing_model_says_how_to_build_it(config: Config, tmp_path: Path) ->
     )
     with pytest.raises(RouterLoadError, match="make models"):
         load_router(missing)
+
+
+def test_a_huge_conversation_costs_what_its_end_does(router: EncoderRouter) -> None:
+    # The router reads the latest turns only, and a long turn at its ends: what it reads of
+    # a body of many megabytes is what it reads of the last few kilobytes.
+    instruction = "write me a short poem about this log please:\n"
+    filler = "2026-11-26 INFO worker-7 handled request id=4821 in 12.4 ms\n"
+    history = [user("an old question " * 20), assistant("an old answer " * 20)] * 100_000
+    tail = [assistant("Here is the script."), user("thanks. one more thing"), assistant("Sure?")]
+    huge = Counted([*history, *tail, user(instruction + filler * 100_000 + "make it rhyme")])
+    small = [*tail, user(instruction + filler * 200 + "make it rhyme")]
+    got, expected = router.choose(huge), router.choose(small)
+    assert got.explain["views"] == expected.explain["views"]
+    assert got.scores == pytest.approx(expected.scores)
+    assert huge.reads <= 5

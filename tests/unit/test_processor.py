@@ -9,7 +9,10 @@ from google.protobuf import json_format
 
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
-from plano_extproc.processor import Processor
+from plano_extproc.errors import ErrorReply
+from plano_extproc.processor import PendingRoute, Processor, SplicedAnswer, request_body_span
+from plano_extproc.resolve import attach_body, read_chat_request
+from plano_extproc.router.conversation import reading_for
 
 pytestmark = pytest.mark.unit
 
@@ -156,3 +159,120 @@ def test_a_phase_we_did_not_ask_for_passes_unchanged(processor: Processor) -> No
     assert response == pb.ProcessingResponse(
         request_headers=pb.HeadersResponse(response=pb.CommonResponse())
     )
+
+
+def refuse(name: str) -> object:
+    raise AssertionError(f"{name} is not JSON")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"messages": [{"role": "user"}], "x": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+        b"[" * 100_000,
+        b'{"model": "\\udc80", "messages": [{"role": "user", "content": "x"}]}',
+        b'{"model": "\\ud83d", "messages": [{"role": "user", "content": "x"}]}',
+        b'{"model": "fast-model", "messages": [{"role": "user", "content": "\xed\xb2\x80"}]}',
+        '\ufeff{"model": "\\udc80", "messages": [{}]}'.encode(),
+    ],
+)
+def test_client_input_is_a_400_never_a_500(processor: Processor, raw: bytes) -> None:
+    response = processor.handle(body_msg(raw))
+    assert isinstance(response, pb.ProcessingResponse)
+    reply = response.immediate_response
+    assert reply.status.code == 400
+    error = json.loads(reply.body.decode("utf-8"), parse_constant=refuse)["error"]
+    assert error["code"] in ("invalid_json", "model_not_found")
+    error["message"].encode("utf-8")  # no lone surrogate left in it
+
+
+def test_what_is_forwarded_is_always_json(processor: Processor) -> None:
+    raw = (
+        '\ufeff{"model": "fast-model", "temperature": 1e999, "model": "fast-model",'
+        ' "messages": [{"role": "user", "content": "\\udc80 ünï"}]}'
+    ).encode()
+    _, new_body = routed(processor, raw)
+    assert new_body is not None
+    text = new_body.decode("utf-8")
+    assert "1e999" in text and '"\\udc80 ünï"' in text
+    assert json.loads(text, parse_constant=refuse) == {
+        **json.loads(raw),
+        "model": "gpt-5.2",
+    }
+
+
+SAMPLES = [
+    b'{"model": "fast-model", "messages": [{"role": "user", "content": "h\\u00e9llo"}]}',
+    b'{"model": "gpt-5.2", "messages": [{"role": "user"}]}',
+    b'{"messages": [{"role": "user", "content": "x"}]}',
+    '{"model": "anthropic/claude-sonnet-4-5", "messages": ["日本"], "x": 1}'.encode("utf-16"),
+    b'{"model": "a", "messages": [{}], "model": "fast-model"}',
+    b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}',
+    b'{"model": "groq/llama-3.3-70b", "messages": [{"role": "user", "content": "x"}]}',
+    b"{oops",
+    b'{"messages": []}',
+]
+
+
+@pytest.mark.parametrize("raw", SAMPLES)
+def test_a_body_read_by_a_helper_gets_the_same_answer(processor: Processor, raw: bytes) -> None:
+    here = processor.on_request_body(raw)
+    read = read_chat_request(raw, reading_for(processor.config.router))
+    answer = processor.decide(read if isinstance(read, ErrorReply) else attach_body(read, raw))
+    assert isinstance(here, pb.ProcessingResponse) and not isinstance(answer, PendingRoute)
+    there = pb.ProcessingResponse.FromString(answer.SerializeToString())
+    if here.request_body.response.HasField("body_mutation") or here.HasField("immediate_response"):
+        assert there == here
+    else:  # the body as sent: a helper's answer writes it out in full
+        assert there.request_body.response.body_mutation.body == raw
+        there.request_body.response.ClearField("body_mutation")
+        assert there == here
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        body_msg(b'{"messages": []}'),
+        pb.ProcessingRequest(
+            request_body=pb.HttpBody(body=b"x" * 300, end_of_stream=True), observability_mode=True
+        ),
+        pb.ProcessingRequest(observability_mode=True, request_body=pb.HttpBody(body=b"\x00\x80")),
+    ],
+)
+def test_the_body_is_found_in_the_message_without_parsing_it(
+    message: pb.ProcessingRequest,
+) -> None:
+    payload = message.SerializeToString()
+    span = request_body_span(payload)
+    assert span is not None
+    assert payload[span[0] : span[1]] == message.request_body.body
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pb.ProcessingRequest(request_headers=pb.HttpHeaders()).SerializeToString(),
+        pb.ProcessingRequest(request_body=pb.HttpBody(end_of_stream=True)).SerializeToString(),
+        body_msg(b"{}").SerializeToString() + body_msg(b"{}").SerializeToString(),  # twice
+        body_msg(b"{}").SerializeToString()[:-1],  # truncated
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"\x0b",  # a group
+    ],
+)
+def test_anything_else_is_left_to_the_protobuf_parser(payload: bytes) -> None:
+    assert request_body_span(payload) is None
+
+
+@pytest.mark.parametrize("length", [0, 1, 127, 128, 16_383, 16_384, 2_097_152])
+def test_a_spliced_answer_reads_as_the_message_with_its_body(
+    processor: Processor, length: int
+) -> None:
+    body = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
+    routed = processor.on_request_body(b'{"model": "fast-model", "messages": [{}]}')
+    assert isinstance(routed, pb.ProcessingResponse)
+    routed.request_body.response.ClearField("body_mutation")
+    head = pb.ProcessingResponse()
+    head.CopyFrom(routed)
+    spliced = SplicedAnswer(head, [body[:3], memoryview(body)[3:]])
+    routed.request_body.response.body_mutation.body = body
+    assert pb.ProcessingResponse.FromString(spliced.SerializeToString()) == routed

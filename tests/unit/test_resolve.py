@@ -7,8 +7,16 @@ import json
 import pytest
 
 from plano_extproc.config import Config, parse_config
-from plano_extproc.errors import ErrorReply
-from plano_extproc.resolve import ChatRequest, Decision, parse_chat_request, resolve
+from plano_extproc.errors import ErrorReply, invalid_request
+from plano_extproc.resolve import (
+    ChatRequest,
+    Decision,
+    attach_body,
+    parse_chat_request,
+    read_chat_request,
+    resolve,
+)
+from plano_extproc.router.conversation import Reading
 
 pytestmark = pytest.mark.unit
 
@@ -149,6 +157,8 @@ def test_auto_names_mean_no_model(model: str | None) -> None:
         (b'{"model": "gpt-5", "messages": []}', "invalid_type", "messages"),
         (b'{"model": "gpt-5", "messages": "hi"}', "invalid_type", "messages"),
         (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', "invalid_type", "model"),
+        (b'{"messages": [{"role": "user"}], "x": ' + b"[" * 5000 + b"}", "invalid_json", None),
+        (b'{"messages": ["\xed\xb2\x80"]}', "invalid_json", None),  # an encoded surrogate
     ],
 )
 def test_bad_bodies(raw: bytes, code: str, param: str | None) -> None:
@@ -157,3 +167,73 @@ def test_bad_bodies(raw: bytes, code: str, param: str | None) -> None:
     assert (error.status, error.code, error.param) == (400, code, param)
     payload = json.loads(error.body())
     assert set(payload["error"]) == {"message", "type", "param", "code"}
+
+
+def test_nesting_too_deep_says_so() -> None:
+    error = parse_chat_request(b'{"messages": [' + b'{"a": ' * 5000 + b"]}")
+    assert isinstance(error, ErrorReply)
+    assert error.message == "The request body nests arrays and objects too deeply to be read."
+
+
+def test_a_lone_surrogate_model_is_a_400_with_a_utf8_body(config: Config) -> None:
+    request = parse_chat_request(b'{"model": "\\udc80", "messages": [{"role": "user"}]}')
+    assert isinstance(request, ChatRequest) and request.model == "\udc80"
+    error = resolve(request.model, config)
+    assert isinstance(error, ErrorReply)
+    assert (error.status, error.code) == (400, "model_not_found")
+    message = json.loads(error.body().decode("utf-8"))["error"]["message"]
+    assert message.startswith("The model '\ufffd' is not served by this gateway.")
+
+
+def test_any_error_body_is_utf8_json() -> None:
+    body = invalid_request("bad \ud800 and \udfff and \U0001f600", param="\udc80").body()
+    assert json.loads(body.decode("utf-8"))["error"] == {
+        "message": "bad \ufffd and \ufffd and \U0001f600",
+        "type": "invalid_request_error",
+        "param": "\ufffd",
+        "code": None,
+    }
+
+
+def test_error_messages_quote_a_long_model_cut(config: Config) -> None:
+    error = resolve("x" * 10_000, config)
+    assert isinstance(error, ErrorReply)
+    assert error.message.startswith("The model '" + "x" * 100 + "…' is not served by")
+    assert len(error.message) < 500
+
+
+READING = Reading(context_turns=2, turn_chars=50, context_chars=1000)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{not json",
+        b"[1]",
+        b'{"model": "gpt-5"}',
+        b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}',
+        b'{"messages": [' + b"[" * 5000 + b"]}",
+    ],
+)
+def test_a_helper_reads_bad_bodies_as_the_server_does(raw: bytes) -> None:
+    assert read_chat_request(raw, READING) == parse_chat_request(raw)
+
+
+def test_a_helper_sends_back_only_what_routing_reads() -> None:
+    messages = [
+        {"role": "system", "content": "be brief"},
+        *({"role": "user", "content": f"question {i}"} for i in range(1000)),
+        {"role": "user", "content": "  the last one, " + "long " * 100},
+        {"role": "tool", "content": "42"},
+    ]
+    raw = json.dumps({"model": "auto", "messages": messages}).encode()
+    request = read_chat_request(raw, READING)
+    assert isinstance(request, ChatRequest) and request.model is None
+    assert request.messages == [
+        {"role": "user", "content": "question 998"},
+        {"role": "user", "content": "question 999"},
+        {"role": "user", "content": "the last one, long long\nlong long long long long"},
+    ]
+    assert request.wire.value is None and request.wire.text is None  # the server has the text
+    whole = attach_body(request, raw).wire
+    assert whole.text == raw
