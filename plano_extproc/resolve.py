@@ -10,6 +10,7 @@ names no model asks the preference router (``ASK_ROUTER``) when routes are confi
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -57,7 +58,12 @@ def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
             code="invalid_json",
         )
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
-        return invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json")
+        if "integer string conversion" in str(exc):  # Python's advice is for its own callers
+            limit = sys.get_int_max_str_digits()
+            message = f"The request body has a number longer than {limit} digits."
+        else:
+            message = f"The request body is not valid JSON: {exc}"
+        return invalid_request(message, code="invalid_json")
     body = wire.value
     if not isinstance(body, dict):
         return invalid_request(

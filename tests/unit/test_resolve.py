@@ -237,3 +237,9 @@ def test_a_helper_sends_back_only_what_routing_reads() -> None:
     assert request.wire.value is None and request.wire.text is None  # the server has the text
     whole = attach_body(request, raw).wire
     assert whole.text == raw
+
+
+def test_a_number_python_will_not_read_is_named_plainly() -> None:
+    error = parse_chat_request(b'{"messages": [{"role": "user"}], "n": ' + b"1" * 5000 + b"}")
+    assert isinstance(error, ErrorReply) and error.code == "invalid_json"
+    assert error.message == "The request body has a number longer than 4300 digits."
