@@ -214,12 +214,15 @@ async def serve(
     """Serve until SIGINT/SIGTERM, then finish the streams in flight (up to 5 s)."""
     router = load_router(config)  # before listening: a model that cannot load stops start-up
     service = RouterService(router, config.router.timeout_s) if router is not None else None
-    # One helper for big bodies; two where there are cores to spare for them.
-    reader = BodyReader(
-        reading_for(config.router), workers=max(1, min(2, (os.cpu_count() or 2) - 1))
-    )
+    # One helper for big bodies; two where there are cores to spare for them. None when
+    # the body limit leaves no body big enough to need one.
+    reader = None
+    if config.listener.max_body_bytes > BIG_BODY_BYTES:
+        workers = max(1, min(2, (os.cpu_count() or 2) - 1))
+        reader = BodyReader(reading_for(config.router), workers)
     try:
-        reader.start()
+        if reader is not None:
+            reader.start()
         server = build_server(config, listen, service, engine, reader=reader)
         port = await server.start()
         host = listen.rsplit(":", 1)[0]
@@ -233,6 +236,7 @@ async def serve(
         await stop.wait()
         await server.stop(grace=5)
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
         if service is not None:
             service.close()

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from plano_extproc.offload import BodyReader
 from plano_extproc.processor import Processor
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.router.conversation import reading_for
-from plano_extproc.server import METHOD, ExtProcService
+from plano_extproc.server import METHOD, ExtProcService, serve
 from tests.fakes import free_port
 
 pytestmark = pytest.mark.unit
@@ -122,31 +124,53 @@ async def client(port: int) -> AsyncIterator[Callable[[bytes], Awaitable[bytes]]
         yield one
 
 
-def test_small_requests_are_answered_while_a_big_body_is_read(server: int) -> None:
+def big_client(port: int, events: Any) -> None:
+    """Sends a 15 MB body twice in a process of its own (its work on 15 MB would otherwise
+    hold the measuring event loop): once to warm the server up (memory it has not used yet
+    costs page faults), then once while the test measures."""
     big = numbers_body(15_000_000)
-    small = message(b'{"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}')
+    payload = message(big)
+    expected = big.replace(b'"anthropic/claude-sonnet-4-5"', b'"claude-sonnet-4-5"')
 
-    async def run() -> tuple[float, list[float], bytes]:
+    async def run() -> None:
+        async with client(port) as one:
+            await one(payload)
+            events.put("sending")
+            started = time.perf_counter()
+            answer = pb.ProcessingResponse.FromString(await one(payload))
+            took = time.perf_counter() - started
+            body = answer.request_body.response.body_mutation.body
+            events.put(("answered", took, body == expected))
+
+    asyncio.run(run())
+
+
+def test_small_requests_are_answered_while_a_big_body_is_read(server: int) -> None:
+    small = message(b'{"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}')
+    spawn = multiprocessing.get_context("spawn")
+    events = spawn.Queue()
+    sender = spawn.Process(target=big_client, args=(server, events))
+
+    async def run() -> tuple[list[float], tuple[str, float, bool]]:
         async with client(server) as one:
-            payload = message(big)
             for _ in range(20):
                 await one(small)  # connected and warm
-            # The first big body is slower (its memory is new to the processes: page faults).
-            await one(payload)
-            started = time.perf_counter()
-            task = asyncio.create_task(one(payload))
+            sender.start()
+            await asyncio.to_thread(events.get, timeout=60)  # "sending"
             latencies = []
-            while not task.done():
+            while events.empty():
                 t = time.perf_counter()
                 answer = pb.ProcessingResponse.FromString(await one(small))
                 latencies.append(time.perf_counter() - t)
                 assert answer.request_body.response.body_mutation.body  # routed, rewritten
                 await asyncio.sleep(0.005)
-            return time.perf_counter() - started, latencies, await task
+            return latencies, events.get()
 
-    took, latencies, answer = asyncio.run(run())
-    mutation = pb.ProcessingResponse.FromString(answer).request_body.response.body_mutation.body
-    assert mutation == big.replace(b'"anthropic/claude-sonnet-4-5"', b'"claude-sonnet-4-5"')
+    try:
+        latencies, (_, took, rewritten) = asyncio.run(run())
+    finally:
+        sender.join(60)
+    assert rewritten  # the big body went out with its model rewritten, nothing else
     slowest, median = max(latencies), sorted(latencies)[len(latencies) // 2]
     print(f"big body {took * 1e3:.0f} ms; {len(latencies)} small answers meanwhile, slowest")
     print(f"{slowest * 1e3:.1f} ms, median {median * 1e3:.1f} ms")
@@ -282,3 +306,20 @@ def test_helpers_do_not_outlive_a_killed_server(tmp_path: Path) -> None:
     while any(Path(f"/proc/{pid}").exists() for pid in helpers):
         assert time.monotonic() < deadline, "a helper outlived the server"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("limit", "helpers"), [("200KiB", 0), ("20MiB", 1)])
+def test_serve_starts_a_helper_only_when_a_body_can_be_big(limit: str, helpers: int) -> None:
+    config = parse_config(SERVE_CONFIG.replace("20MiB", limit), "serve.yaml", {})
+
+    async def run() -> int:
+        before = set(multiprocessing.active_children())
+        ready = asyncio.Event()
+        serving = asyncio.create_task(serve(config, "127.0.0.1:0", ready))
+        await ready.wait()
+        started = len(set(multiprocessing.active_children()) - before)
+        os.kill(os.getpid(), signal.SIGTERM)  # what stops serve()
+        await serving
+        return started
+
+    assert min(asyncio.run(run()), 1) == helpers
