@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from ._proto import ext_proc_pb2 as pb
 from .config import Config
 from .errors import ErrorReply
-from .h2grpc import FinalAnswer, H2GrpcServer
+from .h2grpc import FinalAnswer, H2GrpcServer, Limits
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
 from .processor import Answer, PendingRoute, Processor, error_response, request_body_span
 from .router import load_router
@@ -140,8 +140,10 @@ class Server(Protocol):
 
 
 class _H2Server:
-    def __init__(self, service: ExtProcService, listen: str, max_message: int) -> None:
-        self._server = H2GrpcServer(METHOD.encode(), service.handle, max_message)
+    def __init__(
+        self, service: ExtProcService, listen: str, max_message: int, limits: Limits
+    ) -> None:
+        self._server = H2GrpcServer(METHOD.encode(), service.handle, max_message, limits)
         self._listen = listen
 
     async def start(self) -> int:
@@ -156,7 +158,9 @@ class _H2Server:
 
 
 class _GrpcioServer:
-    def __init__(self, service: ExtProcService, listen: str, max_message: int) -> None:
+    def __init__(
+        self, service: ExtProcService, listen: str, max_message: int, limits: Limits
+    ) -> None:
         self._server = grpc.aio.server(
             options=[
                 # A stale server on the same port would otherwise keep answering
@@ -164,6 +168,19 @@ class _GrpcioServer:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
+                # The same bounds as the h2 transport, where grpcio has them (h2grpc.Limits).
+                ("grpc.max_allowed_incoming_connections", limits.max_connections),
+                ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+                ("grpc.max_metadata_size", limits.max_header_list_size),
+                ("grpc.absolute_max_metadata_size", limits.max_header_list_size),
+                ("grpc.server_handshake_timeout_ms", round(limits.handshake_timeout * 1000)),
+                ("grpc.max_connection_idle_ms", round(limits.idle_timeout * 1000)),
+                # Keepalive PINGs from Envoy are welcome, idle or not, at most one per 10 s;
+                # past a few strikes a PING flood ends the connection (GOAWAY
+                # ENHANCE_YOUR_CALM).
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 2),
             ]
         )
 
@@ -175,6 +192,9 @@ class _GrpcioServer:
                 if not isinstance(answer, bytes):
                     answer = await answer
                 yield bytes(answer)  # grpcio takes exactly bytes, not a subclass
+                if isinstance(answer, FinalAnswer):
+                    # The call is over with status OK, whether or not Envoy half-closed.
+                    return
 
         handler = grpc.method_handlers_generic_handler(
             SERVICE, {"Process": grpc.stream_stream_rpc_method_handler(process)}
@@ -197,15 +217,17 @@ def build_server(
     listen: str,
     router: RouterService | None = None,
     engine: Engine = "h2",
+    limits: Limits | None = None,
     reader: BodyReader | None = None,
 ) -> Server:
     """A server for ``listen`` (host:port, port 0 picks one), not started yet. ``router``
-    reads requests that name no model; without one they go to the default. ``reader``
+    reads requests that name no model; without one they go to the default. ``limits``
+    bound what the transport holds (h2grpc.Limits; its defaults when None). ``reader``
     reads big bodies in helper processes; without one every body is read in place."""
     service = ExtProcService(Processor(config), router, reader)
     max_message = envoy_body_limit(config.listener.max_body_bytes) + _FRAMING_BYTES
     kind = _GrpcioServer if engine == "grpcio" else _H2Server
-    return kind(service, listen, max_message)
+    return kind(service, listen, max_message, limits or Limits())
 
 
 async def serve(

@@ -92,15 +92,60 @@ def test_envoy_method_path_is_served(engine: Engine) -> None:
     assert model_of(answer) == "openai/gpt-5"
 
 
+def headers() -> pb.ProcessingRequest:
+    return pb.ProcessingRequest(request_headers=pb.HttpHeaders())
+
+
+async def calls(
+    engine: Engine, requests: list[list[pb.ProcessingRequest]], router: object = None
+) -> list[list[pb.ProcessingResponse]]:
+    """Several Process streams at once over one channel (one connection)."""
+    async with serving(engine, router) as call:
+
+        async def one(messages: list[pb.ProcessingRequest]) -> list[pb.ProcessingResponse]:
+            return [response async for response in call(iter(messages))]
+
+        return list(await asyncio.gather(*(one(messages) for messages in requests)))
+
+
 @pytest.mark.parametrize("engine", ENGINES)
-def test_each_message_is_answered_in_order_even_when_one_waits(engine: Engine) -> None:
-    answers = asyncio.run(
-        exchange(engine, [body(NO_MODEL), body(CHAT), body(b"{oops")], router=SlowRouter())
-    )
-    assert [model_of(a) for a in answers[:2]] == ["openai/gpt-5.2", "openai/gpt-5"]
-    routing = answers[0].dynamic_metadata.fields["plano"].struct_value.fields["route"]
+def test_the_headers_answer_comes_before_the_body_answer_that_waits(engine: Engine) -> None:
+    answers = asyncio.run(exchange(engine, [headers(), body(NO_MODEL)], router=SlowRouter()))
+    assert answers[0].HasField("request_headers")
+    assert model_of(answers[1]) == "openai/gpt-5.2"
+    routing = answers[1].dynamic_metadata.fields["plano"].struct_value.fields["route"]
     assert routing.string_value == "code"
-    assert answers[2].immediate_response.status.code == 400
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_body_answer_ends_the_call_without_waiting_for_envoy(engine: Engine) -> None:
+    # Envoy keeps its side of the stream open (more messages could follow): the decision
+    # ends the call anyway, status OK, so the stream is freed at once.
+    async def run() -> tuple[list[pb.ProcessingResponse], grpc.StatusCode]:
+        never = asyncio.Event()
+
+        async def requests() -> AsyncIterator[pb.ProcessingRequest]:
+            yield headers()
+            yield body(CHAT)
+            await never.wait()
+
+        async with serving(engine) as call:
+            stream = call(requests())
+            answers = [answer async for answer in stream]
+            return answers, await stream.code()
+
+    answers, code = asyncio.run(asyncio.wait_for(run(), 10))
+    assert code == grpc.StatusCode.OK
+    assert len(answers) == 2 and model_of(answers[1]) == "openai/gpt-5"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_calls_on_one_connection_are_answered_each_even_when_one_waits(engine: Engine) -> None:
+    results = asyncio.run(
+        calls(engine, [[body(NO_MODEL)], [body(CHAT)], [body(b"{oops")]], router=SlowRouter())
+    )
+    assert [model_of(r[0]) for r in results[:2]] == ["openai/gpt-5.2", "openai/gpt-5"]
+    assert results[2][0].immediate_response.status.code == 400
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -114,7 +159,7 @@ def test_a_bug_is_a_500_for_that_request_only(
 
     original = Processor.on_request_body
     monkeypatch.setattr(Processor, "on_request_body", explode)
-    first, second = asyncio.run(exchange(engine, [body(b'{"boom": 1}'), body(CHAT)]))
+    (first,), (second,) = asyncio.run(calls(engine, [[body(b'{"boom": 1}')], [body(CHAT)]]))
     assert first.immediate_response.status.code == 500
     assert json.loads(first.immediate_response.body)["error"]["code"] == "internal_error"
     assert model_of(second) == "openai/gpt-5"
@@ -138,10 +183,10 @@ def test_an_unknown_method_is_unimplemented(engine: Engine) -> None:
 
 def test_large_answers_respect_the_peers_frame_size_and_windows() -> None:
     # 60 KB in, 60 KB out: several HTTP/2 frames each way, beyond grpcio's 64 KiB window.
-    messages = [body(b'{"model": "openai/gpt-5", "messages": ["' + b"y" * 60_000 + b'"]}')] * 6
-    answers = asyncio.run(exchange("h2", messages))
-    assert len(answers) == 6
-    for answer in answers:
+    request = [body(b'{"model": "openai/gpt-5", "messages": ["' + b"y" * 60_000 + b'"]}')]
+    results = asyncio.run(calls("h2", [request] * 6))
+    assert len(results) == 6
+    for (answer,) in results:
         assert json.loads(answer.request_body.response.body_mutation.body)["model"] == "gpt-5"
 
 
