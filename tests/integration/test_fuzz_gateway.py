@@ -12,7 +12,6 @@ the provider's own credential. Seeded and bounded: ``make test`` runs a few hund
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes import FakeProvider
@@ -72,25 +71,13 @@ def fuzz_gateway(
 
 
 def _strict(raw: bytes) -> Any:
-    """What a strict JSON reader makes of ``raw``; ValueError when it is not strict JSON."""
+    """What json.loads with strict constants makes of ``raw``; ValueError when it refuses
+    (NaN and Infinity are not JSON; 1e999 is, though Python reads it as infinity)."""
 
     def refuse(name: str) -> None:
         raise ValueError(name)
 
-    value = json.loads(raw, parse_constant=refuse)
-    _check_finite(value)
-    return value
-
-
-def _check_finite(value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("a number out of range")
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_finite(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_finite(item)
+    return json.loads(raw, parse_constant=refuse)
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -137,7 +124,10 @@ MESSAGE = st.fixed_dictionaries(
     optional={"name": st.text(max_size=10), "tool_call_id": st.text(max_size=10)},
 )
 MODEL = (
+    # Names the gateway serves come up most: the routed paths are where a defect costs most.
     st.sampled_from(sorted(NAMES))
+    | st.sampled_from(sorted(NAMES))
+    | st.sampled_from(sorted(NAMES))
     | st.sampled_from(AUTO)
     | st.text(max_size=40)
     | st.sampled_from(["openai/nope", "nope", "\udc80", "fast-model\x00", "OPENAI/GPT-5"])
@@ -149,10 +139,10 @@ ABSENT = object()
 @st.composite
 def chat_bodies(draw: st.DrawFn) -> bytes:
     body: dict[str, Any] = {}
-    model = draw(st.one_of(st.just(ABSENT), MODEL))
+    model = draw(st.one_of(st.just(ABSENT), MODEL, MODEL))
     if model is not ABSENT:
         body["model"] = model
-    messages = draw(st.one_of(st.lists(MESSAGE, min_size=1, max_size=5), JSON_VALUES))
+    messages = draw(st.one_of(*[st.lists(MESSAGE, min_size=1, max_size=5)] * 4, JSON_VALUES))
     if draw(st.integers(0, 9)):  # one in ten has none
         body["messages"] = messages
     extras = draw(st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=4))
@@ -169,7 +159,7 @@ def chat_bodies(draw: st.DrawFn) -> bytes:
     raw = text.encode("utf-8", "surrogatepass")
     mutation = draw(
         st.sampled_from(
-            ["none"] * 6
+            ["none"] * 16
             + ["truncate", "bom", "utf16", "duplicate_model", "huge_number", "nan", "deep",
                "garbage", "not_object", "trailing", "lone_escape", "big"]
         )
@@ -249,6 +239,7 @@ def test_fuzzed_chat_requests(
         f"{fuzz_gateway.url}/v1/chat/completions", content=raw, headers=headers, timeout=30
     )
     received = openai_fake.received + anthropic_fake.received
+    event(f"status {response.status_code}")
     assert response.status_code in DOCUMENTED, (response.status_code, response.text[:500])
     try:
         client: Any = _strict(raw)
@@ -360,6 +351,7 @@ def test_fuzzed_raw_http(
         return  # Envoy may close on a request it cannot frame at all (no status to judge)
     head, _, rest = answer.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
+    event(f"status {status}")
     assert status in DOCUMENTED, answer[:600]
     if status >= 400 and not request.startswith(b"HEAD "):
         assert b"content-type: application/json" in head.lower(), answer[:600]
