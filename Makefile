@@ -5,8 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/plano.yaml
 MODELS := build/models
+# The Claude Code CLI for tests/integration/test_claude_code_cli.py (tests/claude_code.py finds
+# it here): installed with npm into build/node when npm exists, skipped (one line) otherwise.
+CLAUDE_CODE_VERSION := 2.1.332
+NODE_DIR := build/node
+CLAUDE := $(NODE_DIR)/node_modules/.bin/claude
+CLAUDE_STAMP := $(NODE_DIR)/.installed-$(CLAUDE_CODE_VERSION)
 
-.PHONY: install models adapters run test test-unit test-integration lint proto bench clean
+.PHONY: install models adapters run test test-unit test-integration lint proto bench clean \
+	claude-code
 
 install: $(STAMP)
 
@@ -28,16 +35,32 @@ adapters: models
 	$(BIN)/python -m plano_extproc.router.train_adapter --model-dir $(MODELS)/multilingual-e5-small \
 		--scale 30
 
+# The Claude Code CLI, pinned (a no-op once installed). npm's postinstall copies the native
+# binary over bin/claude.exe; it is run by hand if npm did not run it. No npm, or a failed
+# install, is one line and not an error: the tests that need the CLI skip, saying why.
+claude-code:
+	@if [ -f $(CLAUDE_STAMP) ]; then :; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not found: not installing the Claude Code CLI (its tests will be skipped)"; \
+	else \
+		npm install --prefix $(NODE_DIR) --save-exact --no-audit --no-fund --loglevel=error \
+			@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) && \
+		{ $(CLAUDE) --version >/dev/null 2>&1 || \
+			(cd $(NODE_DIR)/node_modules/@anthropic-ai/claude-code && node install.cjs); } && \
+		$(CLAUDE) --version && touch $(CLAUDE_STAMP) || \
+		echo "the Claude Code CLI did not install: its tests will be skipped"; \
+	fi
+
 run: install models
 	$(BIN)/plano-extproc up $(CONFIG)
 
-test: install lint models
+test: install lint models claude-code
 	$(BIN)/python -m pytest -q tests
 
 test-unit: install models
 	$(BIN)/python -m pytest -q -m unit tests
 
-test-integration: install models
+test-integration: install models claude-code
 	$(BIN)/python -m pytest -q -m integration tests
 
 lint: install
