@@ -53,8 +53,10 @@ class Limits:
     last one request) far from every bound.
     """
 
-    # Past it, a new connection gets GOAWAY ENHANCE_YOUR_CALM and is closed at once: file
-    # handles stay for the connections already served.
+    # Past it, a new connection takes the place of the oldest one without an open stream
+    # (GOAWAY NO_ERROR to that one, which is told to reconnect: idle connections held by
+    # someone else must not lock Envoy out); when every connection has a stream in flight,
+    # the new one gets GOAWAY ENHANCE_YOUR_CALM and is closed at once.
     max_connections: int = 256
     # Advertised in SETTINGS; a stream past it is refused (RST_STREAM REFUSED_STREAM).
     max_concurrent_streams: int = 1000
@@ -236,7 +238,7 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         server, limits = self._server, self._limits
-        if len(server.connections) >= limits.max_connections:
+        if len(server.connections) >= limits.max_connections and not server.make_room():
             self._closed = True
             server.note(
                 logging.WARNING,
@@ -252,7 +254,7 @@ class _Connection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_write_buffer_limits(high=limits.write_high_water)
-        server.connections.add(self)
+        server.connections[self] = None
         settings = b"".join(
             _SETTING.pack(key, value)
             for key, value in (
@@ -317,7 +319,7 @@ class _Connection(asyncio.Protocol):
         self._closed = True
         self._cancel_timer()
         self._drop_streams()
-        self._server.connections.discard(self)
+        self._server.connections.pop(self, None)
 
     # --- frames in ---
 
@@ -880,6 +882,8 @@ class _Connection(asyncio.Protocol):
         self._drop_streams()
         self._inbox.clear()
         self._block = None
+        # No longer counted against the cap: nothing more is read or answered here.
+        self._server.connections.pop(self, None)
         if self._transport is not None:
             self._transport.close()
             # close() waits for the write buffer to drain; a peer that never reads would
@@ -893,6 +897,10 @@ class _Connection(asyncio.Protocol):
     def busy(self) -> bool:
         return bool(self._streams)
 
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
     def footprint(self) -> int:
         """Bytes this connection holds: unparsed input, a header block in progress, its
         streams' data and what waits in the socket's write buffer."""
@@ -902,12 +910,12 @@ class _Connection(asyncio.Protocol):
             held += self._transport.get_write_buffer_size()
         return held
 
-    def go_away(self) -> None:
+    def go_away(self, reason: str = "") -> None:
         """Tell the peer to open no new streams here; the ones in flight may finish."""
         if self._closed:
             return
         self._goaway_last = self._last_stream
-        self._out += _goaway(self._last_stream, NO_ERROR)
+        self._out += _goaway(self._last_stream, NO_ERROR, reason)
         self._write()
         if not self._streams:
             self._close()
@@ -925,7 +933,7 @@ class H2GrpcServer:
         self.limits = limits or Limits()
         self.max_buffered = max(self.limits.max_buffered, 2 * (max_message + _MESSAGE_COST))
         self.buffered = 0  # bytes held for streams, over all connections
-        self.connections: set[_Connection] = set()
+        self.connections: dict[_Connection, None] = {}  # oldest first
         self._server: asyncio.Server | None = None
         self._notes = 0
         self._notes_since = 0.0
@@ -954,6 +962,17 @@ class H2GrpcServer:
         for connection in list(self.connections):
             connection.close()
         await self._server.wait_closed()
+
+    def make_room(self) -> bool:
+        """Close the oldest connection without an open stream, preferring one still in its
+        handshake; False if every connection has a stream in flight."""
+        idle = [c for c in self.connections if not c.busy]
+        if not idle:
+            return False
+        victim = next((c for c in idle if not c.settled), idle[0])
+        victim.go_away("too many connections")
+        victim.close()
+        return True
 
     def footprint(self) -> int:
         """Bytes all connections hold (see _Connection.footprint)."""

@@ -694,17 +694,54 @@ def test_a_ping_flood_that_is_never_read_stops_the_reading() -> None:
     asyncio.run(run())
 
 
-def test_connections_past_the_cap_are_closed_at_once() -> None:
+def test_past_the_cap_a_new_connection_replaces_an_idle_one() -> None:
+    gate = Gate()
+
     async def test(client: Client, server: H2GrpcServer) -> None:
-        second = await Client.connect(client.writer.get_extra_info("peername")[1], METHOD)
-        await second.until(h2grpc.SETTINGS)
-        third = await Client.connect(client.writer.get_extra_info("peername")[1], METHOD)
+        port = client.writer.get_extra_info("peername")[1]
+        client.send(client.call(1, b"wait"))  # busy: never the one to go
+        await asyncio.wait_for(gate.started.wait(), 5)
+        idle = await Client.connect(port, METHOD)
+        await idle.until(h2grpc.SETTINGS)
+        silent = await Client.connect(port, METHOD, handshake=False)
+        await eventually(lambda: len(server.connections) == 3)
+        # At the cap: the connection still in its handshake goes first, then the idle one.
+        newer = await Client.connect(port, METHOD)
+        assert await silent.goaway() == (0, h2grpc.NO_ERROR)
+        assert await silent.closed(1)
+        newest = await Client.connect(port, METHOD)
+        assert await idle.goaway() == (0, h2grpc.NO_ERROR)
+        assert await idle.closed(1)
+        newest.send(newest.call(1, b"served"))
+        assert (await newest.answer(1))[0] == message(b"devres")
+        gate.release.set()  # the busy connection was left alone
+        assert (await client.answer(1))[1][b"grpc-status"] == b"0"
+        for other in (idle, silent, newer, newest):
+            other.close()
+        await eventually(lambda: len(server.connections) == 1)
+
+    with_server(test, gate, Limits(max_connections=3))
+
+
+def test_past_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once() -> None:
+    gate = Gate()
+
+    async def test(client: Client, server: H2GrpcServer) -> None:
+        port = client.writer.get_extra_info("peername")[1]
+        second = await Client.connect(port, METHOD)
+        for c in (client, second):
+            c.send(c.call(1, b"wait"))
+        await eventually(lambda: all(c.busy for c in server.connections))
+        third = await Client.connect(port, METHOD)
         assert (await third.goaway()) == (0, h2grpc.ENHANCE_YOUR_CALM)
         assert await third.closed(1)
+        gate.release.set()
+        for c in (client, second):
+            assert (await c.answer(1))[1][b"grpc-status"] == b"0"
         second.close()  # room for the check on a fresh connection after the test
         await eventually(lambda: len(server.connections) == 1)
 
-    with_server(test, limits=Limits(max_connections=2))
+    with_server(test, gate, Limits(max_connections=2))
 
 
 def test_a_silent_connection_is_closed_after_the_handshake_timeout() -> None:
@@ -748,7 +785,7 @@ def test_an_open_stream_keeps_its_connection() -> None:
 
     async def test(client: Client, server: H2GrpcServer) -> None:
         client.send(client.call(1, b"wait"))
-        await asyncio.sleep(0.5)  # five idle periods with the stream open
+        await asyncio.sleep(0.3)  # three idle periods with the stream open
         gate.release.set()
         data, trailers = await client.answer(1)  # no GOAWAY before it
         assert data == message(b"tiaw") and trailers[b"grpc-status"] == b"0"

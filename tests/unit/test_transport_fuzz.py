@@ -552,7 +552,10 @@ def target(
     process.stdin.close()
     process.wait(10)
     text = stderr.read_text(errors="replace")
-    assert "Traceback" not in text, text[-3000:]
+    # grpcio logs a traceback of its own when a call is gone (reset by the peer) before its
+    # answer is written; the server goes on serving. Any other traceback is a failure.
+    gone = text.count("ExecuteBatchError raised in core by servicer method")
+    assert text.count("Traceback") == gone, text[-3000:]
     assert "connection failed" not in text, text[-3000:]  # h2grpc's internal errors
 
 
@@ -613,8 +616,8 @@ def attack_pings(target: Target) -> str:
 
 def attack_idle(target: Target) -> str:
     # 1,200 connections: 1,000 that finish the handshake and then say nothing, 200 that
-    # never send a byte. Past the cap, closed at once; the rest after the handshake or idle
-    # timeout.
+    # never send a byte. Never more open than the cap (h2: each new one past it takes the
+    # place of an idle one; grpcio: refused); the rest go at the handshake or idle timeout.
     port = target.port
     socks = []
     for i in range(1200):
@@ -631,7 +634,7 @@ def attack_idle(target: Target) -> str:
         time.sleep(0.2)
     for sock in socks:
         sock.close()
-    assert open_now <= Limits().max_connections  # the rest were closed at once
+    assert open_now <= Limits().max_connections
     return f"{open_now} of 1200 kept at first, all closed later"
 
 
