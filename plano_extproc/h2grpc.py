@@ -69,10 +69,11 @@ class Limits:
     # Seconds without any open stream after which a connection is shut down gracefully
     # (GOAWAY NO_ERROR); long enough that Envoy's pooled connection is not churned.
     idle_timeout: float = 300.0
-    # Request data not yet answered plus answers waiting for flow-control window, over all
-    # connections; a stream whose data would pass it ends with RESOURCE_EXHAUSTED. Raised to
-    # two of the largest messages if smaller, so one of those always fits.
-    max_buffered: int = 256 * 1024 * 1024
+    # Request data not yet answered (arriving, queued, or with the handler) plus answers
+    # waiting for flow-control window, over all connections; a stream whose data would pass
+    # it ends with RESOURCE_EXHAUSTED. Raised to four of the largest messages if smaller, so
+    # that a few of those can always be in flight at once.
+    max_buffered: int = 128 * 1024 * 1024
     # Bytes queued on a socket past which we stop reading from it until it drains: a peer
     # that sends (PINGs, requests) without reading our replies cannot grow our memory.
     write_high_water: int = 256 * 1024
@@ -931,7 +932,7 @@ class H2GrpcServer:
         self.handle = handle
         self.max_message = max_message
         self.limits = limits or Limits()
-        self.max_buffered = max(self.limits.max_buffered, 2 * (max_message + _MESSAGE_COST))
+        self.max_buffered = max(self.limits.max_buffered, 4 * (max_message + _MESSAGE_COST))
         self.buffered = 0  # bytes held for streams, over all connections
         self.connections: dict[_Connection, None] = {}  # oldest first
         self._server: asyncio.Server | None = None

@@ -797,20 +797,21 @@ def test_an_open_stream_keeps_its_connection() -> None:
 
 
 def test_unanswered_data_is_bounded_over_the_whole_server() -> None:
-    # Budget raised to two largest messages: 2 * (1000 + 64) bytes.
+    # Budget raised to four largest messages: 4 * (1000 + 64) bytes.
     limits = Limits(max_buffered=0)
 
     async def test(client: Client, server: H2GrpcServer) -> None:
         part = message(b"x" * 1000)[:900]
-        for stream_id in (1, 3, 5):
+        for stream_id in (1, 3, 5, 7, 9):
             client.send(frame(h2grpc.HEADERS, h2grpc.END_HEADERS, stream_id, client.headers()))
             client.send(frame(h2grpc.DATA, 0, stream_id, part))
-        _, trailers = await client.answer(5)
+        _, trailers = await client.answer(9)
         assert trailers[b"grpc-status"] == str(h2grpc.RESOURCE_EXHAUSTED).encode()
-        assert server.buffered == 1800
+        assert server.buffered == 3600
         client.send(frame(h2grpc.DATA, h2grpc.END_STREAM, 1, message(b"x" * 1000)[900:]))
         assert (await client.answer(1))[0] == message(b"x" * 1000)
-        client.send(frame(h2grpc.RST_STREAM, 0, 3, bytes(4)))
+        for stream_id in (3, 5, 7):
+            client.send(frame(h2grpc.RST_STREAM, 0, stream_id, bytes(4)))
 
     with_server(test, limits=limits, max_message=1000)
 

@@ -66,7 +66,7 @@ MB = 1024 * 1024
 FUZZ_LIMITS = Limits(
     max_concurrent_streams=20,
     max_header_list_size=4096,
-    max_buffered=0,  # raised to two of the largest messages: 2 * (4096 + 64)
+    max_buffered=0,  # raised to four of the largest messages: 4 * (4096 + 64)
     write_high_water=64 * 1024,
 )
 FUZZ_MAX_MESSAGE = 4096
@@ -88,14 +88,22 @@ def exchange(
         sock.setblocking(False)
         view, received = memoryview(data), bytearray()
         writing = True
+        # poll, not select: a test holding many sockets has descriptors past 1024.
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 if writing and not view:
                     writing = False
+                    poller.modify(sock, select.POLLIN)
                     if shutdown:
                         sock.shutdown(socket.SHUT_WR)
-                readable, writable, _ = select.select([sock], [sock] if writing else [], [], 0.5)
+                events = 0
+                for _, event in poller.poll(500):
+                    events |= event
+                readable = events & (select.POLLIN | select.POLLHUP | select.POLLERR)
+                writable = events & select.POLLOUT
                 if readable:
                     chunk = sock.recv(1 << 16)
                     if not chunk:
@@ -441,13 +449,13 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
 
 # What a connection may hold, from FUZZ_LIMITS and the transport's constants: what is read
 # but not parsed is less than one frame; a header block in progress, its cap; the bytes held
-# for streams, over the whole server, the budget of two largest messages plus what the
+# for streams, over the whole server, the budget of four largest messages plus what the
 # answers to one DATA frame add before the next check; the socket's write buffer, its mark
 # plus the replies to one read of 256 KiB (at most about five times the frames they answer).
 BOUNDS = {
     "inbox": 9 + h2grpc._MAX_FRAME,
     "block": FUZZ_LIMITS.max_header_list_size,
-    "buffered": 2 * (FUZZ_MAX_MESSAGE + 64) + 2 * FUZZ_MAX_MESSAGE,
+    "buffered": 4 * (FUZZ_MAX_MESSAGE + 64) + 2 * FUZZ_MAX_MESSAGE,
     "write buffer": FUZZ_LIMITS.write_high_water + 5 * 256 * 1024,
     "streams": FUZZ_LIMITS.max_concurrent_streams,
     "reset": FUZZ_LIMITS.max_concurrent_streams,
