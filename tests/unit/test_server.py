@@ -14,6 +14,7 @@ import pytest
 
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
+from plano_extproc.h2grpc import Limits
 from plano_extproc.processor import Processor
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.server import ENGINES, METHOD, Engine, build_server
@@ -53,11 +54,11 @@ class SlowRouter:
 
 @asynccontextmanager
 async def serving(
-    engine: Engine, router: object = None, method: str = METHOD
+    engine: Engine, router: object = None, method: str = METHOD, limits: Limits | None = None
 ) -> AsyncIterator[Callable[..., Any]]:
     """A started server and a grpcio client stub for ``method`` on it (Envoy's path)."""
     config = parse_config(CONFIG, "t.yaml", {})
-    server = build_server(config, "127.0.0.1:0", router, engine)  # type: ignore[arg-type]
+    server = build_server(config, "127.0.0.1:0", router, engine, limits)  # type: ignore[arg-type]
     port = await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -179,6 +180,21 @@ def test_an_unknown_method_is_unimplemented(engine: Engine) -> None:
         # No message: the client would fail sending it after the server has ended the call.
         asyncio.run(exchange(engine, [], method="/some.Other/Method"))
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_client_goes_on_after_the_server_closed_its_idle_connection(engine: Engine) -> None:
+    # The server ends a connection without streams (GOAWAY NO_ERROR); a client such as
+    # Envoy opens a new one for its next call, and no call is lost.
+    async def run() -> list[str]:
+        async with serving(engine, limits=Limits(idle_timeout=0.2)) as call:
+            models = []
+            for pause in (0, 0.7, 0.7):
+                await asyncio.sleep(pause)
+                models += [model_of(r) async for r in call(iter([body(CHAT)]))]
+            return models
+
+    assert asyncio.run(run()) == ["openai/gpt-5"] * 3
 
 
 def test_large_answers_respect_the_peers_frame_size_and_windows() -> None:
