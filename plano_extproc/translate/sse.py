@@ -56,6 +56,8 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
+        if not chunk:
+            return events  # nothing to read, and a "\r" just before may still pair with "\n"
         start = 0
         if self._after_cr:
             self._after_cr = False

@@ -326,7 +326,9 @@ def test_the_fuzzer_reaches_every_outcome(
     # A check of the generators: each kind of answer is among the first bodies they give.
     codes: set[str] = set()
 
-    @settings(max_examples=400, derandomize=True, deadline=None, database=None)
+    # Enough examples that no outcome hangs on the luck of the draw (model_ambiguous, the
+    # rarest, was missed at 400 when other tests ran first).
+    @settings(max_examples=1000, derandomize=True, deadline=None, database=None)
     @given(raw=BODIES)
     def collect(raw: bytes) -> None:
         answer, _ = run(raw)
@@ -348,4 +350,4 @@ def test_the_fuzzer_reaches_every_outcome(
         "alias",
         "default",
         "preference",
-    }, codes
+    }, sorted(codes)
