@@ -98,6 +98,7 @@ def test_over_capacity_is_an_honest_503_never_a_router_error(
     served = outcomes.pop((200, ""), 0)
     refused = outcomes.pop((503, "gateway_at_capacity"), 0)
     assert not outcomes, outcomes
+    print(f"{STREAMS} streams, limit {LIMIT}: {served} served, {refused} refused")
     assert min(STREAMS, LIMIT) <= served <= min(STREAMS, 2 * LIMIT), (served, refused)
     assert all(retry == "1" for status, _, retry, _ in results if status == 503)
     assert all(chunks == 4 for status, _, _, chunks in results if status == 200)  # 3 + [DONE]
