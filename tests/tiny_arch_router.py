@@ -30,6 +30,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors, trainers
 from tokenizers import pre_tokenizers as pre
 
+from plano_extproc.modelbuild.graph import GraphBuilder
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
@@ -252,95 +254,54 @@ def _inv_freq(dims: TinyDims) -> F32:
 
 
 # ---------------------------------------------------------------------------------------------
-# ONNX graph
+# ONNX graph (built with the shared plano_extproc.modelbuild.graph.GraphBuilder)
 
 
-class _Graph:
-    """Collects nodes and initializers; every node has exactly one output."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-        self._consts: dict[tuple[str, bytes], str] = {}
-
-    def tensor(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(array, name))
-        return name
-
-    def const(self, values: np.ndarray) -> str:
-        # Constant nodes rather than initializers: they stay inline when every initializer goes
-        # to external data, and onnxruntime's shape inference (Reshape, Unsqueeze) must be able
-        # to read them without loading external data.
-        key = (values.dtype.str + str(values.shape), values.tobytes())
-        if key not in self._consts:
-            name = f"/Constant_{len(self._consts)}"
-            tensor = numpy_helper.from_array(values, f"{name}_value")
-            self.nodes.append(helper.make_node("Constant", [], [name], name=name, value=tensor))
-            self._consts[key] = name
-        return self._consts[key]
-
-    def ints(self, *values: int) -> str:
-        return self.const(np.array(values, dtype=np.int64))
-
-    def scalar_i64(self, value: int) -> str:
-        return self.const(np.array(value, dtype=np.int64))
-
-    def op(
-        self, op_type: str, *inputs: str, scope: str, out: str | None = None, **attrs: Any
-    ) -> str:
-        self._count += 1
-        name = f"{scope}/{op_type}_{self._count}"
-        output = out or f"{name}_output_0"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=name, **attrs))
-        return output
+def _rms_norm(g: GraphBuilder, x: str, weight: str, eps: float, scope: str) -> str:
+    var = g.node("ReduceMean", g.node("Mul", x, x, scope=scope), axes=[-1], keepdims=1, scope=scope)
+    eps_c = g.constant(np.array(eps, dtype=np.float32))
+    denom = g.node("Sqrt", g.node("Add", var, eps_c, scope=scope), scope=scope)
+    return g.node("Mul", g.node("Div", x, denom, scope=scope), weight, scope=scope)
 
 
-def _rms_norm(g: _Graph, x: str, weight: str, eps: float, scope: str) -> str:
-    var = g.op("ReduceMean", g.op("Mul", x, x, scope=scope), axes=[-1], keepdims=1, scope=scope)
-    eps_c = g.const(np.array(eps, dtype=np.float32))
-    denom = g.op("Sqrt", g.op("Add", var, eps_c, scope=scope), scope=scope)
-    return g.op("Mul", g.op("Div", x, denom, scope=scope), weight, scope=scope)
-
-
-def _rotary(g: _Graph, x: str, cos: str, sin: str, half: int, scope: str) -> str:
+def _rotary(g: GraphBuilder, x: str, cos: str, sin: str, half: int, scope: str) -> str:
     """``x * cos + rotate_half(x) * sin`` with rotate_half(x) = cat(-x[..., h:], x[..., :h])."""
     last = g.ints(-1)
-    x1 = g.op("Slice", x, g.ints(0), g.ints(half), last, scope=scope)
-    x2 = g.op("Slice", x, g.ints(half), g.ints(2 * half), last, scope=scope)
-    rotated = g.op("Concat", g.op("Neg", x2, scope=scope), x1, axis=-1, scope=scope)
-    return g.op(
+    x1 = g.node("Slice", x, g.ints(0), g.ints(half), last, scope=scope)
+    x2 = g.node("Slice", x, g.ints(half), g.ints(2 * half), last, scope=scope)
+    rotated = g.node("Concat", g.node("Neg", x2, scope=scope), x1, axis=-1, scope=scope)
+    return g.node(
         "Add",
-        g.op("Mul", x, cos, scope=scope),
-        g.op("Mul", rotated, sin, scope=scope),
+        g.node("Mul", x, cos, scope=scope),
+        g.node("Mul", rotated, sin, scope=scope),
         scope=scope,
     )
 
 
-def _linear(g: _Graph, weight_prefix: str, src: str, scope: str, *, bias: bool) -> str:
-    out = g.op("MatMul", src, f"{weight_prefix}.weight", scope=scope)
-    return g.op("Add", out, f"{weight_prefix}.bias", scope=scope) if bias else out
+def _linear(g: GraphBuilder, weight_prefix: str, src: str, scope: str, *, bias: bool) -> str:
+    out = g.node("MatMul", src, f"{weight_prefix}.weight", scope=scope)
+    return g.node("Add", out, f"{weight_prefix}.bias", scope=scope) if bias else out
 
 
-def _heads(g: _Graph, x: str, n_heads: int, head_dim: int, scope: str) -> str:
+def _heads(g: GraphBuilder, x: str, n_heads: int, head_dim: int, scope: str) -> str:
     """[b, s, n*d] -> [b, n, s, d]."""
-    shaped = g.op("Reshape", x, g.ints(0, 0, n_heads, head_dim), scope=scope)
-    return g.op("Transpose", shaped, perm=[0, 2, 1, 3], scope=scope)
+    shaped = g.node("Reshape", x, g.ints(0, 0, n_heads, head_dim), scope=scope)
+    return g.node("Transpose", shaped, perm=[0, 2, 1, 3], scope=scope)
 
 
-def _repeat_kv(g: _Graph, x: str, dims: TinyDims, scope: str) -> str:
+def _repeat_kv(g: GraphBuilder, x: str, dims: TinyDims, scope: str) -> str:
     """[b, kv, t, d] -> [b, heads, t, d]; query head h reads kv head h // n_rep, as in HF."""
     n_rep = dims.num_attention_heads // dims.num_key_value_heads
-    grown = g.op("Unsqueeze", x, g.ints(2), scope=scope)
-    grown = g.op("Expand", grown, g.ints(1, 1, n_rep, 1, 1), scope=scope)
+    grown = g.node("Unsqueeze", x, g.ints(2), scope=scope)
+    grown = g.node("Expand", grown, g.ints(1, 1, n_rep, 1, 1), scope=scope)
     target = g.ints(0, dims.num_attention_heads, -1, dims.head_dim)
-    return g.op("Reshape", grown, target, scope=scope)
+    return g.node("Reshape", grown, target, scope=scope)
 
 
 def _build_model(dims: TinyDims, weights: dict[str, F32]) -> onnx.ModelProto:
-    g = _Graph()
+    g = GraphBuilder()
     for name, array in weights.items():
-        g.tensor(name, array)
+        g.initializer(name, array)
     d, half = dims.head_dim, dims.head_dim // 2
     n_layers, n_heads, n_kv = (
         dims.num_hidden_layers,
@@ -353,34 +314,38 @@ def _build_model(dims: TinyDims, weights: dict[str, F32]) -> onnx.ModelProto:
     # for left-padded rows differ from cache positions.
     sc = "/model/mask"
     one = g.scalar_i64(1)
-    seq_len = g.op("Shape", "input_ids", start=1, end=2, scope=sc)
-    past_len = g.op("Shape", "past_key_values.0.key", start=2, end=3, scope=sc)
-    total_len = g.op("Add", past_len, seq_len, scope=sc)
-    past_s = g.op("Squeeze", past_len, g.ints(0), scope=sc)
-    total_s = g.op("Squeeze", total_len, g.ints(0), scope=sc)
-    q_pos = g.op("Range", past_s, total_s, one, scope=sc)
-    k_pos = g.op("Range", g.scalar_i64(0), total_s, one, scope=sc)
-    causal = g.op(
+    seq_len = g.node("Shape", "input_ids", start=1, end=2, scope=sc)
+    past_len = g.node("Shape", "past_key_values.0.key", start=2, end=3, scope=sc)
+    total_len = g.node("Add", past_len, seq_len, scope=sc)
+    past_s = g.node("Squeeze", past_len, g.ints(0), scope=sc)
+    total_s = g.node("Squeeze", total_len, g.ints(0), scope=sc)
+    q_pos = g.node("Range", past_s, total_s, one, scope=sc)
+    k_pos = g.node("Range", g.scalar_i64(0), total_s, one, scope=sc)
+    causal = g.node(
         "LessOrEqual",
-        g.op("Unsqueeze", k_pos, g.ints(0), scope=sc),
-        g.op("Unsqueeze", q_pos, g.ints(1), scope=sc),
+        g.node("Unsqueeze", k_pos, g.ints(0), scope=sc),
+        g.node("Unsqueeze", q_pos, g.ints(1), scope=sc),
         scope=sc,
     )
-    keys_kept = g.op("Cast", "attention_mask", to=TensorProto.BOOL, scope=sc)
-    keys_kept = g.op("Unsqueeze", keys_kept, g.ints(1, 2), scope=sc)
-    allowed = g.op("And", causal, keys_kept, scope=sc)  # [b, 1, s, t]
-    masked = g.const(np.array(np.finfo(np.float32).min, dtype=np.float32))
+    keys_kept = g.node("Cast", "attention_mask", to=TensorProto.BOOL, scope=sc)
+    keys_kept = g.node("Unsqueeze", keys_kept, g.ints(1, 2), scope=sc)
+    allowed = g.node("And", causal, keys_kept, scope=sc)  # [b, 1, s, t]
+    masked = g.constant(np.array(np.finfo(np.float32).min, dtype=np.float32))
 
     sc = "/model/rotary_emb"
-    positions = g.op("Cast", "position_ids", to=TensorProto.FLOAT, scope=sc)
-    positions = g.op("Unsqueeze", positions, g.ints(-1), scope=sc)
-    freqs = g.op("Mul", positions, g.tensor("model.rotary_emb.inv_freq", _inv_freq(dims)), scope=sc)
-    angles = g.op("Concat", freqs, freqs, axis=-1, scope=sc)
-    cos = g.op("Unsqueeze", g.op("Cos", angles, scope=sc), g.ints(1), scope=sc)
-    sin = g.op("Unsqueeze", g.op("Sin", angles, scope=sc), g.ints(1), scope=sc)
+    positions = g.node("Cast", "position_ids", to=TensorProto.FLOAT, scope=sc)
+    positions = g.node("Unsqueeze", positions, g.ints(-1), scope=sc)
+    freqs = g.node(
+        "Mul", positions, g.initializer("model.rotary_emb.inv_freq", _inv_freq(dims)), scope=sc
+    )
+    angles = g.node("Concat", freqs, freqs, axis=-1, scope=sc)
+    cos = g.node("Unsqueeze", g.node("Cos", angles, scope=sc), g.ints(1), scope=sc)
+    sin = g.node("Unsqueeze", g.node("Sin", angles, scope=sc), g.ints(1), scope=sc)
 
-    scale = g.const(np.array(d**-0.5, dtype=np.float32))
-    hidden = g.op("Gather", "model.embed_tokens.weight", "input_ids", axis=0, scope="/model/embed")
+    scale = g.constant(np.array(d**-0.5, dtype=np.float32))
+    hidden = g.node(
+        "Gather", "model.embed_tokens.weight", "input_ids", axis=0, scope="/model/embed"
+    )
     for i in range(n_layers):
         p = f"model.layers.{i}"
         sc = f"/{p}/self_attn"
@@ -391,37 +356,37 @@ def _build_model(dims: TinyDims, weights: dict[str, F32]) -> onnx.ModelProto:
         v = _heads(g, _linear(g, f"{p}.self_attn.v_proj", x, sc, bias=True), n_kv, d, sc)
         q = _rotary(g, q, cos, sin, half, sc)
         k = _rotary(g, k, cos, sin, half, sc)
-        key = g.op(
+        key = g.node(
             "Concat", f"past_key_values.{i}.key", k, axis=2, scope=sc, out=f"present.{i}.key"
         )
-        value = g.op(
+        value = g.node(
             "Concat", f"past_key_values.{i}.value", v, axis=2, scope=sc, out=f"present.{i}.value"
         )
-        keys_t = g.op("Transpose", _repeat_kv(g, key, dims, sc), perm=[0, 1, 3, 2], scope=sc)
-        scores = g.op("Mul", g.op("MatMul", q, keys_t, scope=sc), scale, scope=sc)
-        scores = g.op("Where", allowed, scores, masked, scope=sc)
-        probs = g.op("Softmax", scores, axis=-1, scope=sc)
-        ctx = g.op("MatMul", probs, _repeat_kv(g, value, dims, sc), scope=sc)
-        ctx = g.op("Transpose", ctx, perm=[0, 2, 1, 3], scope=sc)
-        ctx = g.op("Reshape", ctx, g.ints(0, 0, n_heads * d), scope=sc)
-        hidden = g.op(
+        keys_t = g.node("Transpose", _repeat_kv(g, key, dims, sc), perm=[0, 1, 3, 2], scope=sc)
+        scores = g.node("Mul", g.node("MatMul", q, keys_t, scope=sc), scale, scope=sc)
+        scores = g.node("Where", allowed, scores, masked, scope=sc)
+        probs = g.node("Softmax", scores, axis=-1, scope=sc)
+        ctx = g.node("MatMul", probs, _repeat_kv(g, value, dims, sc), scope=sc)
+        ctx = g.node("Transpose", ctx, perm=[0, 2, 1, 3], scope=sc)
+        ctx = g.node("Reshape", ctx, g.ints(0, 0, n_heads * d), scope=sc)
+        hidden = g.node(
             "Add", hidden, _linear(g, f"{p}.self_attn.o_proj", ctx, sc, bias=False), scope=sc
         )
 
         sc = f"/{p}/mlp"
         x = _rms_norm(g, hidden, f"{p}.post_attention_layernorm.weight", dims.rms_norm_eps, sc)
         gate = _linear(g, f"{p}.mlp.gate_proj", x, sc, bias=False)
-        silu = g.op("Mul", gate, g.op("Sigmoid", gate, scope=sc), scope=sc)
-        act = g.op("Mul", silu, _linear(g, f"{p}.mlp.up_proj", x, sc, bias=False), scope=sc)
-        hidden = g.op(
+        silu = g.node("Mul", gate, g.node("Sigmoid", gate, scope=sc), scope=sc)
+        act = g.node("Mul", silu, _linear(g, f"{p}.mlp.up_proj", x, sc, bias=False), scope=sc)
+        hidden = g.node(
             "Add", hidden, _linear(g, f"{p}.mlp.down_proj", act, sc, bias=False), scope=sc
         )
 
     sc = "/lm_head"
     hidden = _rms_norm(g, hidden, "model.norm.weight", dims.rms_norm_eps, "/model/norm")
     # Tied embeddings: one stored matrix; onnxruntime folds this Transpose at load time.
-    lm_head = g.op("Transpose", "model.embed_tokens.weight", perm=[1, 0], scope=sc)
-    g.op("MatMul", hidden, lm_head, scope=sc, out="logits")
+    lm_head = g.node("Transpose", "model.embed_tokens.weight", perm=[1, 0], scope=sc)
+    g.node("MatMul", hidden, lm_head, scope=sc, out="logits")
 
     kv_in = [BATCH, n_kv, PAST, d]
     kv_out = [BATCH, n_kv, TOTAL, d]

@@ -3,7 +3,7 @@
 - all-MiniLM-L6-v2 (English, fp32, checked against a reference to 1e-7) and
 - multilingual-e5-small (about 100 languages, int8 matmuls),
 
-each followed by a trained linear adapter (train_adapter.py) that maps route descriptions
+each followed by a trained linear adapter (modelbuild/train_adapter.py) that maps route descriptions
 towards the way users ask. Routes are embedded once per config load. Each decision embeds
 a few short views of the conversation in one batch per encoder:
 
@@ -89,7 +89,7 @@ class Encoder:
         tokenizer = model_dir / str(info.get("serving_tokenizer", "tokenizer.json"))
         require_files(model_dir, (model.name, tokenizer.name), BUILD_HINT)
         # A tokenizer with a pruned vocabulary numbers its pieces anew: this maps them back
-        # to the model's ids (see export_e5.SERVING_TOKENIZER).
+        # to the model's ids (see modelbuild/export_e5.SERVING_TOKENIZER).
         vocab_map = info.get("serving_vocab_map")
         self.vocab_map: Array | None = (
             np.load(model_dir / str(vocab_map)) if vocab_map is not None else None
@@ -126,7 +126,7 @@ class Encoder:
 
 
 def adapter_path(model_dir: Path) -> Path:
-    """The trained adapter for the encoder in ``model_dir`` (see train_adapter.py)."""
+    """The trained adapter for the encoder in ``model_dir`` (see modelbuild/train_adapter.py)."""
     return DATA / f"adapter-{model_dir.name}.npz"
 
 
@@ -187,9 +187,10 @@ def _edge(lines: list[str], reverse: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Adapter:
-    """What train_adapter.py learned for one encoder: ``w`` maps route descriptions towards
-    the way users ask; "other" scores ``threshold + q . other`` from the latest turn; the
-    context counts ``context`` times the latest turn; ``scale`` sharpens the softmax."""
+    """What modelbuild/train_adapter.py learned for one encoder: ``w`` maps route
+    descriptions towards the way users ask; "other" scores ``threshold + q . other`` from the
+    latest turn; the context counts ``context`` times the latest turn; ``scale`` sharpens the
+    softmax."""
 
     w: Array
     threshold: float

@@ -33,8 +33,8 @@ import onnx
 import onnxruntime as ort
 from tokenizers import Tokenizer, normalizers
 
-from plano_extproc.router import export_e5
-from plano_extproc.router.export_e5 import E5Checkpoint, ensure_e5
+from plano_extproc.modelbuild import export_e5
+from plano_extproc.modelbuild.export_e5 import E5Checkpoint, ensure_e5
 
 pytestmark = pytest.mark.unit
 

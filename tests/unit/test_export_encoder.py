@@ -21,8 +21,8 @@ pytest.importorskip("safetensors", reason="needs the 'models' extra")
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from plano_extproc.router import export_encoder
-from plano_extproc.router.export_encoder import ensure_encoder
+from plano_extproc.modelbuild import export_encoder
+from plano_extproc.modelbuild.export_encoder import ensure_encoder
 from tests.encoder_reference import ReferenceEncoder, pad_batch
 
 pytestmark = pytest.mark.unit

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
+from plano_extproc.modelbuild.export_e5 import ensure_e5
+from plano_extproc.modelbuild.export_encoder import SERVING_MODEL, ensure_encoder
 from plano_extproc.router.embedded import DEFAULT_MEMBERS
-from plano_extproc.router.export_e5 import ensure_e5
-from plano_extproc.router.export_encoder import SERVING_MODEL, ensure_encoder
 
 pytestmark = pytest.mark.unit
 
@@ -54,8 +54,8 @@ def test_int8_serving_model_is_close_to_fp32(name: str) -> None:
 
 def test_the_pruned_e5_tokenizer_spells_the_same_text() -> None:
     from plano_extproc.config import DEFAULT_ROUTER
+    from plano_extproc.modelbuild.export_e5 import SERVING_TOKENIZER
     from plano_extproc.router.embedded import Encoder
-    from plano_extproc.router.export_e5 import SERVING_TOKENIZER
 
     model_dir = ensure_e5(MODELS, quiet=True)
     full = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

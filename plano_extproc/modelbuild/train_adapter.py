@@ -11,13 +11,13 @@ adapter learns, for one encoder:
 - ``context``: how much the earlier turn counts, so a follow-up ("shorter please") keeps its
   conversation's route while a clear new request still switches.
 
-It is fitted on routes and requests written for this purpose (``data/``: ``train_*.jsonl``
-routes with requests, ``followups.jsonl``, ``closings.jsonl``, ``other_*.jsonl``), never on
-the benchmark sets, in episodes that look like configs: the true route among random others,
-plus "other". At serving time it costs nothing: route vectors are multiplied by ``W`` once,
-at config load.
+It is fitted on routes and requests written for this purpose (``modelbuild/data/``:
+``train_*.jsonl`` routes with requests, ``followups.jsonl``, ``closings.jsonl``,
+``other_*.jsonl``), never on the benchmark sets, in episodes that look like configs: the
+true route among random others, plus "other". At serving time it costs nothing: route
+vectors are multiplied by ``W`` once, at config load.
 
-    python -m plano_extproc.router.train_adapter [--model-dir build/models/<encoder>]
+    python -m plano_extproc.modelbuild.train_adapter [--model-dir build/models/<encoder>]
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import DEFAULT_ROUTER
-from . import default_models_dir
-from .embedded import DATA, DEFAULT_MEMBERS, Encoder, adapter_path, route_text
+from ..router import default_models_dir
+from ..router.embedded import DEFAULT_MEMBERS, Encoder, adapter_path, route_text
 
 Array = npt.NDArray[Any]
+# What the adapters are fitted on (build-time only); the adapters themselves are serving
+# data and are written to router/data (embedded.adapter_path).
+DATA = Path(__file__).parent / "data"
 NO_ROUTE = -1
 TWIN_SIGMAS = 5.0
 

