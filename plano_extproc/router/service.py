@@ -1,33 +1,83 @@
-"""Runs a router off the event loop, one decision at a time, each within a deadline.
+"""Runs a router off the event loop, one decision at a time, each within a deadline, and
+remembers its recent decisions.
 
 The event loop serving model- and alias-routed requests never waits on a model: decisions
 run in one worker thread (onnxruntime spreads each over its own intra-op threads and releases
 the GIL). A decision not done by its deadline answers None and the caller falls back to the
 default provider; a decision still queued when its deadline passes is skipped, not run, so
 a burst cannot build a backlog of stale work.
+
+The decision cache: an agent's tool steps re-send the same conversation with tool calls and
+results appended, which the router never reads, so the same decision is asked for again and
+again. Decisions are remembered by a hash of exactly what the router reads (the turns
+``conversation`` picks with the router's own ``Reading``: the latest user turn and the turns
+before it that its budget allows, each cut as the router cuts it) and of the config's routes;
+a repeat is answered on the event loop from the cache, without the router thread. The cache
+belongs to the service, and a config reload makes a new service, so it never outlives the
+routes and settings it was filled under.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from .base import RouteChoice, Router
+from .conversation import Reading, conversation
 
 log = logging.getLogger("plano_extproc.router")
 
+# The decision cache's size, in decisions. An entry is a 16-byte key and a RouteChoice (the
+# scores of every route and a short explanation: about 4 KB with ten routes, measured), so a
+# full cache holds about 17 MB. What it must hold is the latest turn of every conversation that
+# is still going: an agent's steps come seconds apart, and 4,096 is far more conversations
+# than one gateway serves at once (at ~20 ms a decision, one router thread makes at most
+# ~50 new decisions a second, so an entry lives for at least 80 s of non-stop new requests).
+CACHE_ENTRIES = 4096
+
 
 class RouterService:
-    def __init__(self, router: Router, timeout_s: float) -> None:
+    def __init__(
+        self, router: Router, timeout_s: float, *, cache_entries: int = CACHE_ENTRIES
+    ) -> None:
         self.router = router
         self.timeout_s = timeout_s
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plano-router")
+        # What the router reads; a router without a Reading (a test's stub) is keyed on
+        # every turn, which can only make the key stricter.
+        reading = getattr(router, "reading", None)
+        self._reading: Reading | None = reading if isinstance(reading, Reading) else None
+        routes = hashlib.blake2b(digest_size=16)
+        for route in router.routes:
+            routes.update(_field(route.name) + _field(route.description))
+        self._routes_digest = routes.digest()
+        self.cache_entries = cache_entries
+        self._cache: OrderedDict[bytes, RouteChoice] = OrderedDict()
+        # Looked up and filled on the event loop only; the lock keeps the cache whole if a
+        # service is ever shared between threads (the router thread never touches it).
+        self._lock = threading.Lock()
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     async def choose(self, messages: Sequence[object]) -> RouteChoice | None:
-        """The router's choice, or None on a timeout or a router failure (both logged)."""
+        """The router's choice, or None on a timeout or a router failure (both logged).
+        A decision made before for the same reading is answered from the cache."""
+        key = self.cache_key(messages)
+        if key is not None:
+            with self._lock:
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    self.cache_hits += 1
+                    return cached
+                self.cache_misses += 1
         deadline = time.monotonic() + self.timeout_s
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self._run, messages, deadline)
@@ -40,7 +90,32 @@ class RouterService:
             return None
         if choice is None:  # timed out, or skipped because it waited past its deadline
             log.warning("route decision exceeded %.0f ms: using the default", self.timeout_s * 1e3)
-        return choice
+            return None  # never cached: the next request tries the router again
+        if key is not None:
+            self._remember(key, choice)
+        return _marked(choice, cached=False)
+
+    def cache_key(self, messages: Sequence[object]) -> bytes | None:
+        """A digest of what the router reads of ``messages`` and of the routes; None when
+        there is nothing to read (the router answers that at once, uncached)."""
+        turns = conversation(messages, self._reading)
+        if not turns:
+            return None
+        digest = hashlib.blake2b(self._routes_digest, digest_size=16)
+        for turn in turns:
+            digest.update(_field(turn.role) + _field(turn.text))
+        return digest.digest()
+
+    def _remember(self, key: bytes, choice: RouteChoice) -> None:
+        entry = _marked(choice, cached=True)
+        with self._lock:
+            self._cache[key] = entry
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_entries:
+                self._cache.popitem(last=False)
+
+    def cache_size(self) -> int:
+        return len(self._cache)
 
     def _run(self, messages: Sequence[object], deadline: float) -> RouteChoice | None:
         if time.monotonic() >= deadline:
@@ -49,3 +124,14 @@ class RouterService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _field(text: str) -> bytes:
+    # Length-prefixed, so that no two different sequences of texts hash the same bytes.
+    data = text.encode("utf-8", "surrogatepass")
+    return len(data).to_bytes(8, "little") + data
+
+
+def _marked(choice: RouteChoice, *, cached: bool) -> RouteChoice:
+    """``choice`` whose explanation says whether it came from the cache (``--explain``)."""
+    return dataclasses.replace(choice, explain={**choice.explain, "cached": cached})
