@@ -51,7 +51,7 @@ _CLEAR_ROUTE = pb.CommonResponse(
 
 
 def _immediate(status: int, body: bytes) -> pb.ProcessingResponse:
-    # raw_value, not value: Envoy applied a `value` string as empty (ARCHITECTURE.md).
+    # raw_value, not value: Envoy 1.40 applied a `value` string as an empty header value.
     content_type = pb.HeaderValueOption(
         header=pb.HeaderValue(key="content-type", raw_value=b"application/json"),
         append_action=_OVERWRITE,

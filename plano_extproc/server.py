@@ -163,8 +163,8 @@ class _GrpcioServer:
     ) -> None:
         self._server = grpc.aio.server(
             options=[
-                # A stale server on the same port would otherwise keep answering
-                # (ARCHITECTURE.md).
+                # grpcio binds with SO_REUSEPORT by default: a stale server on the same
+                # port would keep answering beside this one.
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
