@@ -33,7 +33,7 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from ..config import Route, RouterSettings
-from .base import OTHER, RouteChoice, probabilities
+from .base import OTHER, RouteChoice, RouterLoadError, probabilities
 from .conversation import (
     CHARS_PER_TOKEN,
     CONTEXT_TURNS,
@@ -80,14 +80,25 @@ OTHER_BIAS = -1.3
 
 
 class Encoder:
-    """Sentence embeddings from an ONNX encoder: mean-pooled and L2-normalized."""
+    """Sentence embeddings from an ONNX encoder: mean-pooled and L2-normalized.
+
+    Two kinds of export are read: ``make models``' builds, whose graph pools and normalizes
+    (a ``sentence_embedding`` output), and the standard export of a sentence encoder (optimum,
+    sentence-transformers: a ``last_hidden_state`` output, in ``model.onnx`` or
+    ``onnx/model.onnx``), pooled over the attention mask and normalized here, in numpy, as
+    sentence-transformers does. ``token_type_ids`` is fed as zeros to a model that asks for it.
+    """
 
     def __init__(self, model_dir: Path, settings: RouterSettings) -> None:
         manifest = model_dir / MANIFEST
         info = read_json(manifest) if manifest.is_file() else {}
-        model = model_dir / str(info.get("serving_model", "model.onnx"))
-        tokenizer = model_dir / str(info.get("serving_tokenizer", "tokenizer.json"))
-        require_files(model_dir, (model.name, tokenizer.name), BUILD_HINT)
+        model_name = str(info.get("serving_model", "model.onnx"))
+        standard = model_dir / "onnx" / "model.onnx"  # sentence-transformers' export layout
+        if not info and not (model_dir / model_name).is_file() and standard.is_file():
+            model_name = "onnx/model.onnx"
+        tokenizer_name = str(info.get("serving_tokenizer", "tokenizer.json"))
+        require_files(model_dir, (model_name, tokenizer_name), BUILD_HINT)
+        model, tokenizer = model_dir / model_name, model_dir / tokenizer_name
         # A tokenizer with a pruned vocabulary numbers its pieces anew: this maps them back
         # to the model's ids (see modelbuild/export_e5.SERVING_TOKENIZER).
         vocab_map = info.get("serving_vocab_map")
@@ -97,7 +108,6 @@ class Encoder:
         # Asymmetric encoders (e5) were trained with a prefix on each side of a match.
         self.query_prefix = str(info.get("query_prefix", ""))
         self.passage_prefix = str(info.get("passage_prefix", ""))
-        self.dim = int(info.get("dim", 384))
         self.tokenizer = Tokenizer.from_file(str(tokenizer))
         self.words = frozenset(w for w in self.tokenizer.get_vocab() if w.isalpha())
         self.tokenizer.no_truncation()
@@ -107,6 +117,27 @@ class Encoder:
         pad_id = self.tokenizer.token_to_id(pad) if pad else 0
         self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad or "[PAD]")
         self.session = load_session(model, settings)
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if not {"input_ids", "attention_mask"} <= inputs:
+            raise RouterLoadError(
+                f"{model}: a sentence encoder needs input_ids and attention_mask inputs, "
+                f"this model has {sorted(inputs)}"
+            )
+        self.token_types = "token_type_ids" in inputs
+        if "sentence_embedding" in outputs:
+            self.output, self.pooled = "sentence_embedding", True
+        elif "last_hidden_state" in outputs:
+            self.output, self.pooled = "last_hidden_state", False
+        else:
+            raise RouterLoadError(
+                f"{model}: expected a sentence_embedding or last_hidden_state output, "
+                f"found {sorted(outputs)}"
+            )
+        width = outputs[self.output].shape[-1]
+        if "dim" not in info and not isinstance(width, int):
+            width = int(self.embed(["dimension"], max_tokens=8).shape[1])
+        self.dim = int(info.get("dim", width))
 
     def embed(self, texts: Sequence[str], max_tokens: int) -> Array:
         """[len(texts), dim] unit vectors; each text cut to ``max_tokens`` tokens."""
@@ -118,11 +149,25 @@ class Encoder:
         if self.vocab_map is not None:
             ids = self.vocab_map[ids]
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        (vectors,) = self.session.run(
-            ["sentence_embedding"], {"input_ids": ids, "attention_mask": mask}
-        )
-        result: Array = vectors
-        return result
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if self.token_types:
+            feed["token_type_ids"] = np.zeros_like(ids)
+        (out,) = self.session.run([self.output], feed)
+        if self.pooled:
+            result: Array = out
+            return result
+        return mean_pooled(out, mask)
+
+
+def mean_pooled(hidden: Array, mask: Array) -> Array:
+    """sentence-transformers' pooling of ``hidden`` [batch, tokens, dim]: the mean over the
+    tokens ``mask`` keeps, then L2 normalization (with its epsilons)."""
+    weights = mask[:, :, None].astype(np.float32)
+    summed = (hidden.astype(np.float32) * weights).sum(axis=1)
+    means = summed / np.maximum(weights.sum(axis=1), 1e-9)
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    result: Array = (means / np.maximum(norms, 1e-12)).astype(np.float32)
+    return result
 
 
 def adapter_path(model_dir: Path) -> Path:
