@@ -86,9 +86,10 @@ model_aliases:
 """
 
 
-def chat_body(model: str | None, size: int, stream: bool = False) -> bytes:
+def chat_body(model: str | None, size: int, stream: bool = False, vary: bool = False) -> bytes:
     """A realistic chat request of about ``size`` bytes: a system prompt, a short exchange,
-    and a last user turn that carries a pasted log when ``size`` asks for one."""
+    and a last user turn that carries a pasted log when ``size`` asks for one; with ``vary``,
+    the last turn names a request number that wrk fills in (loadgen.VARY_MARKER)."""
     paste_line = "2026-11-26T08:00:00Z INFO worker-7 handled request id=4821 in 12.4 ms\n"
     messages = [
         {"role": "system", "content": "You are a careful assistant for a software team."},
@@ -99,6 +100,8 @@ def chat_body(model: str | None, size: int, stream: bool = False) -> bytes:
         },
         {"role": "user", "content": "Write a Python function that parses these log lines:\n"},
     ]
+    if vary:
+        messages[-1]["content"] = f"Request {loadgen.VARY_MARKER}. " + str(messages[-1]["content"])
     body: dict[str, object] = {"messages": messages, "temperature": 0.2, "max_tokens": 512}
     if model is not None:
         body = {"model": model, **body}
@@ -195,7 +198,8 @@ LABELS = {
     "envoy": "Envoy alone",
     "model": "gateway, model-routed",
     "alias": "gateway, alias-routed",
-    "preference": "gateway, preference-routed",
+    "preference": "gateway, preference-routed (a new conversation each request)",
+    "preference-repeat": "gateway, preference-routed, repeated (the decision cache)",
     "stream-envoy": "Envoy alone, streamed: time to first byte",
     "stream": "gateway, streamed: time to first byte",
 }
@@ -204,6 +208,7 @@ MODELS = {
     "model": "openai/gpt-5.2",
     "alias": "fast-model",
     "preference": None,
+    "preference-repeat": None,
     "stream-envoy": "openai/gpt-stream",
     "stream": "openai/gpt-stream",
 }
@@ -253,7 +258,9 @@ class Runner:
         path = self.workdir / f"body-{case.target}-{BODY_SIZES[case.body]}.json"
         if not path.exists():
             stream = case.target.startswith("stream")
-            path.write_bytes(chat_body(MODELS[case.target], BODY_SIZES[case.body], stream))
+            vary = case.target == "preference"
+            body = chat_body(MODELS[case.target], BODY_SIZES[case.body], stream, vary)
+            path.write_bytes(body)
         return path
 
     def run(self, case: Case) -> Sample:
@@ -270,7 +277,8 @@ class Runner:
             n, failed = first.requests + first.failed, first.failed
             rps, p50, p99 = n / self.seconds, first.p50_ms, first.p99_ms
         else:
-            load = loadgen.wrk(url, self.body(case), case.clients, self.seconds)
+            vary = case.target == "preference"
+            load = loadgen.wrk(url, self.body(case), case.clients, self.seconds, vary)
             n, failed, rps, p50, p99 = (
                 load.requests,
                 load.failed,
@@ -511,6 +519,7 @@ def main_cases() -> list[Case]:
             cases += [Case(t, body, clients) for t in ("envoy", "model", "alias")]
         cases.append(Case("model", "1 KB", clients, "grpcio x1"))
         cases.append(Case("preference", "1 KB", clients))
+        cases.append(Case("preference-repeat", "1 KB", clients))
         cases += [Case(t, "1 KB", clients) for t in ("stream-envoy", "stream")]
     return cases
 

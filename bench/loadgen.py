@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 INSTALL_HINT = "install it with: apt-get update && apt-get install -y wrk"
 
 # wrk prints this line from done(): every figure the bench reads, in microseconds.
+# Every occurrence of this in a body is replaced with a number that grows with each request
+# (``wrk(vary=True)``): the router's decision cache must not answer a benchmark of the router.
+VARY_MARKER = "@N@"
 _WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -24,6 +27,13 @@ wrk.headers["Authorization"] = "Bearer bench-client-key"
 local f = assert(io.open("{body}", "rb"))
 wrk.body = f:read("*a")
 f:close()
+if {vary} then
+  local template, counter = wrk.body, 0
+  request = function()
+    counter = counter + 1
+    return wrk.format(nil, nil, nil, (string.gsub(template, "{marker}", tostring(counter))))
+  end
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH %d %d %d %d %d %d %d %d %d\\n",
@@ -53,10 +63,12 @@ def require(tool: str) -> str:
     return path
 
 
-def wrk(url: str, body: Path, connections: int, seconds: float) -> Load:
-    """POST ``body`` to ``url`` over ``connections`` keep-alive connections."""
+def wrk(url: str, body: Path, connections: int, seconds: float, vary: bool = False) -> Load:
+    """POST ``body`` to ``url`` over ``connections`` keep-alive connections; with ``vary``,
+    each request's ``VARY_MARKER`` becomes a new number."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(_WRK_SCRIPT.replace("{body}", str(body)))
+        lua = _WRK_SCRIPT.replace("{body}", str(body)).replace("{marker}", VARY_MARKER)
+        script.write(lua.replace("{vary}", "true" if vary else "false"))
         script.flush()
         # One thread: on two cores a second wrk thread only takes CPU from what is measured.
         cmd = [require("wrk"), "-t1", f"-c{connections}", f"-d{seconds:g}s", "-s", script.name]
