@@ -1,6 +1,6 @@
 """Arch-Router: Katanemo's routing LLM (a Qwen2.5-1.5B fine-tune) exported to ONNX.
 
-The model was trained on one prompt (ARCH_ROUTER_FORMAT.md): the routes and the
+The model was trained on one prompt (docs/arch-router-prompt.md): the routes and the
 conversation as compact JSON inside a fixed instruction, sent as one user message through
 the model's own chat template; it answers ``{"route": "<name>"}``. Two ways to read it:
 
