@@ -60,7 +60,6 @@ from .errors import error_object, too_large
 from .wire import (
     AUTH_KEY,
     CLIENT_ONLY_HEADERS,
-    DECISION_HEADERS,
     DECISION_METADATA,
     METADATA_NAMESPACE,
     MODEL_KEY,
@@ -71,7 +70,6 @@ from .wire import (
 )
 
 __all__ = [
-    "DECISION_HEADERS",
     "EXTPROC_CLUSTER",
     "EnvoyOptions",
     "envoy_binary",
@@ -562,7 +560,8 @@ def _both(a: accesslog.AccessLogFilter, b: accesslog.AccessLogFilter) -> accessl
 #   set after the mappers ran, so those are told apart by their details (a CEL filter).
 _UPSTREAM_DOWN = ("UF", "UH", "UC", "UR", "URX", "UPE", "NC", "DF")
 _OURS = f"response.code_details in ['{SERVER_REPLY_DETAILS}', 'direct_response']"
-# Clients back off on a 503 with retry-after (the openai and anthropic SDKs honour it).
+# A 503 with retry-after tells a client when to come back: the openai and anthropic SDKs
+# retry a 503 and read retry-after when they do.
 _RETRY_AFTER_S = 1
 
 

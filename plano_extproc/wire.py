@@ -17,7 +17,6 @@ ROUTING_HEADER = "x-plano-routing"
 ROUTE_HEADER = "x-plano-route"
 # Response header -> the metadata key it is made of.
 DECISION_METADATA = {MODEL_HEADER: MODEL_KEY, ROUTING_HEADER: ROUTING_KEY, ROUTE_HEADER: ROUTE_KEY}
-DECISION_HEADERS = tuple(DECISION_METADATA)
 
 CHAT_PATH = "/v1/chat/completions"
 UPSTREAM_CHAT_SUFFIX = "/chat/completions"  # after the provider's base_url path
