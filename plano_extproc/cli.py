@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument(
         "--explain", action="store_true", help="add what the router read and how it weighed it"
     )
+    route.add_argument(
+        "--api",
+        choices=("openai", "anthropic"),
+        default="openai",
+        help="the API of the request lines: OpenAI chat completions (the default) or "
+        "Anthropic Messages",
+    )
     return parser
 
 
@@ -169,7 +176,12 @@ def _route(config: Config, args: argparse.Namespace) -> int:
 
     config = with_stand_in_keys(config)  # its unset keys were warned about already
     try:
-        return asyncio.run(route_lines(config, sys.stdin, sys.stdout, explain=args.explain))
+        from .apis import ANTHROPIC_MESSAGES, OPENAI_CHAT
+
+        api = ANTHROPIC_MESSAGES if args.api == "anthropic" else OPENAI_CHAT
+        return asyncio.run(
+            route_lines(config, sys.stdin, sys.stdout, explain=args.explain, api=api)
+        )
     except RouterLoadError as exc:
         print(f"error: cannot load the router: {exc}", file=sys.stderr)
         return 1

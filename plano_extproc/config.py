@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .providers import BUILTIN_PROVIDERS
+from .providers import BUILTIN_PROVIDERS, CREDENTIALS, INTERFACES
 
 # Names a client may send to mean "no particular model: let the gateway choose".
 AUTO_MODEL_NAMES = frozenset({"", "auto", "plano/auto"})
@@ -49,7 +49,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where a provider's OpenAI-compatible API is: parsed from ``base_url``."""
+    """Where a provider's API is: parsed from ``base_url``."""
 
     scheme: str
     host: str
@@ -92,6 +92,9 @@ class RouterSettings:
     max_tokens: int  # the token budget for what the router reads
     min_confidence: float  # a chosen route less probable than this falls back to the default
     decoding: str  # arch only: "score" every route's answer, or "greedy" generation
+    # Model names (glob patterns) that go through the preference router although the client
+    # named them, the named model being the fallback: coding agents always name one.
+    route_named_models: tuple[str, ...] = ()
 
 
 DEFAULT_ROUTER = RouterSettings(
@@ -114,6 +117,7 @@ class Provider:
     model_id: str  # "gpt-5.2": what the upstream receives in the body
     endpoint: Endpoint
     cluster: str  # the Envoy cluster that reaches ``endpoint``
+    interface: str  # the API it speaks: "openai" (chat completions) or "anthropic" (Messages)
     auth_header: str
     auth_prefix: str
     access_key: str | None  # None: no key configured, or its variable is unset
@@ -248,6 +252,7 @@ _ROUTING_KEYS = (
     "max_tokens",
     "min_confidence",
     "decoding",
+    "route_named_models",
 )
 _LISTENER_KEYS = (
     "address",
@@ -257,7 +262,14 @@ _LISTENER_KEYS = (
     "max_body_size",
     "max_concurrent_requests",
 )
-_PROVIDER_KEYS = ("model", "access_key", "default", "base_url", "routing_preferences")
+_PROVIDER_KEYS = (
+    "model",
+    "access_key",
+    "default",
+    "base_url",
+    "provider_interface",
+    "routing_preferences",
+)
 _PREFERENCE_KEYS = ("name", "description")
 _ALIAS_KEYS = ("target",)
 
@@ -462,7 +474,21 @@ class _Parser:
             max_tokens=budget,
             min_confidence=float(confidence),
             decoding=str(decoding) if decoding in DECODINGS else "score",
+            route_named_models=self.model_patterns(raw.get("route_named_models")),
         )
+
+    def model_patterns(self, value: object) -> tuple[str, ...]:
+        path = "routing.route_named_models"
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.error(
+                path,
+                "must be a list of model names or glob patterns (e.g. ['claude-*']), "
+                f"got {_show(value)}",
+            )
+            return ()
+        return tuple(value)
 
     def providers(self, value: object) -> list[Provider]:
         if not isinstance(value, list) or not value:
@@ -525,6 +551,14 @@ class _Parser:
         )
         if endpoint is None:
             return None
+        interface = raw.get("provider_interface", spec.interface if spec else "openai")
+        if interface not in INTERFACES:
+            self.error(
+                f"{path}.provider_interface",
+                f"must be one of {_one_of(INTERFACES)}, got {_show(interface)}",
+            )
+            interface = "openai"
+        credential = CREDENTIALS[interface]
         key, key_vars, missing = self.access_key(raw.get("access_key"), f"{path}.access_key", model)
         default = raw.get("default", False)
         if not isinstance(default, bool):
@@ -543,8 +577,9 @@ class _Parser:
             model_id=model_id,
             endpoint=endpoint,
             cluster=clusters[cluster_key],
-            auth_header=(spec.auth_header if spec else "authorization"),
-            auth_prefix=(spec.auth_prefix if spec else "Bearer "),
+            interface=interface,
+            auth_header=credential.header,
+            auth_prefix=credential.prefix,
             access_key=key,
             access_key_vars=key_vars,
             missing_vars=missing,

@@ -54,9 +54,12 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
 from envoy_data_plane.envoy.type.v3 import HttpStatus
 from envoy_data_plane.google.protobuf import Any, Struct
 
+from .apis import ANTHROPIC_MESSAGES, API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi
 from .config import Config, Listener, Provider
 from .config import Endpoint as ProviderEndpoint
-from .errors import error_object, too_large
+from .errors import too_large
+from .translate import ANTHROPIC
+from .translate.base import ANTHROPIC_VERSION
 from .wire import (
     AUTH_KEY,
     CLIENT_ONLY_HEADERS,
@@ -64,8 +67,9 @@ from .wire import (
     METADATA_NAMESPACE,
     MODEL_KEY,
     OUR_HEADER_PREFIX,
+    RESPONSE_NAMESPACE,
     SERVER_REPLY_DETAILS,
-    UPSTREAM_CHAT_SUFFIX,
+    TRANSLATE_METADATA,
     envoy_body_limit,
 )
 
@@ -80,6 +84,15 @@ __all__ = [
 ]
 
 EXTPROC_CLUSTER = "plano_extproc"
+# The second ext_proc filter: it reads responses on the routes whose provider speaks the other
+# API, and nowhere else (envoy/README.md: why a second filter).
+RESPONSE_FILTER = "plano.translate_responses"
+# Anthropic's request headers, meaningless to an OpenAI-compatible provider.
+ANTHROPIC_HEADERS = (
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+)
 
 # Envoy 1.40 accepts CertificateValidationContext.system_root_certs but does not act on it: a
 # certificate from an unknown CA was accepted. It also refuses SAN matching without
@@ -233,6 +246,10 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
                 "envoy.filters.http.buffer",
                 buffer.Buffer(max_request_bytes=envoy_body_limit(config.listener.max_body_bytes)),
             ),
+            # After buffer: its headers phase runs once the decision is in, so it sees the
+            # provider route, whose per-route overrides turn it on for translated responses.
+            # Off everywhere else: with every phase skipped it opens no gRPC stream.
+            _filter(RESPONSE_FILTER, _response_ext_proc(options)),
             # Providers need not see the client's Host (x-envoy-original-host), and clients
             # need not see Envoy's timing headers.
             _filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
@@ -279,24 +296,31 @@ def _our_headers() -> header_mutation.HeaderMutation:
     )
 
 
-def _ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
-    headers, body = ext_proc.ProcessingModeHeaderSendMode, ext_proc.ProcessingModeBodySendMode
-    return ext_proc.ExternalProcessor(
-        # No grpc_service.timeout: Envoy does not apply it to the ext_proc stream (a 2 s
-        # answer passed a 1 s one); message_timeout bounds each answer.
-        grpc_service=core.GrpcService(
-            envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
-            # A dead worker refuses the connection before it got any message: try the next
-            # one (round robin) at once. With one of two workers down, 20 of 20 requests
-            # passed; without this, every other one failed. The default back-off is 1 s.
-            retry_policy=core.RetryPolicy(
-                retry_on="connect-failure,refused-stream,reset-before-request",
-                num_retries=max(2, len(options.extproc)),
-                retry_back_off=core.BackoffStrategy(
-                    base_interval=timedelta(milliseconds=5), max_interval=timedelta(milliseconds=50)
-                ),
+_HEADERS, _BODY = ext_proc.ProcessingModeHeaderSendMode, ext_proc.ProcessingModeBodySendMode
+
+
+def _grpc_service(options: EnvoyOptions) -> core.GrpcService:
+    # No grpc_service.timeout: Envoy does not apply it to the ext_proc stream (a 2 s
+    # answer passed a 1 s one); message_timeout bounds each answer.
+    return core.GrpcService(
+        envoy_grpc=core.GrpcServiceEnvoyGrpc(cluster_name=EXTPROC_CLUSTER),
+        # A dead worker refuses the connection before it got any message: try the next
+        # one (round robin) at once. With one of two workers down, 20 of 20 requests
+        # passed; without this, every other one failed. The default back-off is 1 s.
+        retry_policy=core.RetryPolicy(
+            retry_on="connect-failure,refused-stream,reset-before-request",
+            num_retries=max(2, len(options.extproc)),
+            retry_back_off=core.BackoffStrategy(
+                base_interval=timedelta(milliseconds=5), max_interval=timedelta(milliseconds=50)
             ),
         ),
+    )
+
+
+def _ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
+    headers, body = _HEADERS, _BODY
+    return ext_proc.ExternalProcessor(
+        grpc_service=_grpc_service(options),
         failure_mode_allow=False,  # fail closed: nothing leaves unrouted or with client auth
         # One message each way per request: the buffered body in, the decision out. The
         # route table checks method and path, so the headers phase has nothing to do; with it
@@ -313,7 +337,7 @@ def _ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
         ),
         metadata_options=ext_proc.MetadataOptions(
             receiving_namespaces=ext_proc.MetadataOptionsMetadataNamespaces(
-                untyped=[METADATA_NAMESPACE]
+                untyped=[METADATA_NAMESPACE, RESPONSE_NAMESPACE]
             )
         ),
         message_timeout=timedelta(seconds=options.message_timeout_s),
@@ -321,7 +345,41 @@ def _ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
     )
 
 
-_CHAT_PATH = r"^/v1/chat/completions/?$"
+def _response_ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
+    """The filter that reads translated responses: off unless a route turns it on."""
+    return ext_proc.ExternalProcessor(
+        grpc_service=_grpc_service(options),
+        failure_mode_allow=False,
+        processing_mode=ext_proc.ProcessingMode(
+            request_header_mode=_HEADERS.SKIP,
+            response_header_mode=_HEADERS.SKIP,
+            request_body_mode=_BODY.NONE,
+            response_body_mode=_BODY.NONE,
+            request_trailer_mode=_HEADERS.SKIP,
+            response_trailer_mode=_HEADERS.SKIP,
+        ),
+        # What the response's translator needs of the request, from the decision.
+        metadata_options=ext_proc.MetadataOptions(
+            forwarding_namespaces=ext_proc.MetadataOptionsMetadataNamespaces(
+                untyped=[RESPONSE_NAMESPACE]
+            )
+        ),
+        # A response that is not an event stream is read whole (response_translation.py).
+        allow_mode_override=True,
+        message_timeout=timedelta(seconds=options.message_timeout_s),
+        status_on_error=HttpStatus(code=STATUS_ON_ERROR),
+    )
+
+
+# The response filter's phases on a translated route: the headers, then the body as it comes.
+_TRANSLATING = ext_proc.ProcessingMode(
+    request_header_mode=_HEADERS.SKIP,
+    response_header_mode=_HEADERS.SEND,
+    request_body_mode=_BODY.NONE,
+    response_body_mode=_BODY.STREAMED,
+    request_trailer_mode=_HEADERS.SKIP,
+    response_trailer_mode=_HEADERS.SKIP,
+)
 _NO_EXT_PROC = {"envoy.filters.http.ext_proc": Any.pack(ext_proc.ExtProcPerRoute(disabled=True))}
 
 
@@ -329,29 +387,53 @@ def _metadata(key: str) -> str:
     return f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{key})%"
 
 
-def _add(key: str, value: str) -> core.HeaderValueOption:
+def _add(key: str, value: str, only_if_absent: bool = False) -> core.HeaderValueOption:
     # keep_empty_value stays false: a header whose metadata key is absent is left out.
+    action = core.HeaderValueOptionHeaderAppendAction
     return core.HeaderValueOption(
         header=core.HeaderValue(key=key, value=value),
-        append_action=core.HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+        append_action=action.ADD_IF_ABSENT if only_if_absent else action.OVERWRITE_IF_EXISTS_OR_ADD,
     )
 
 
-def _provider_route(p: Provider, timeout_s: float) -> route.Route:
+def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Route:
+    """Where a request of ``api`` goes once the server chose ``p``: the provider's endpoint
+    for it, with the provider's credential; translated both ways when ``p`` speaks the
+    other API."""
     decided = _metadata_is(MODEL_KEY, p.name)
     keyed = p.access_key is not None or bool(p.missing_vars)
+    translated = p.interface != api.name
+    # Client credentials and cookies are meant for the gateway, never for the provider.
+    # Envoy removes before it adds, so the provider's own credential header survives
+    # with the server's value. (Every x-plano-* header is dealt with by _our_headers.)
+    remove = list(CLIENT_ONLY_HEADERS)
+    add = [_add(p.auth_header, _metadata(AUTH_KEY))] if keyed else []
+    if p.interface == ANTHROPIC:
+        # Anthropic requires a version. An Anthropic client's own (and its anthropic-beta)
+        # pass untouched; the translated request is written for this one.
+        add.append(_add("anthropic-version", ANTHROPIC_VERSION, only_if_absent=not translated))
+    elif api.name == ANTHROPIC:
+        remove += ANTHROPIC_HEADERS
+    per_filter: dict[str, Any] = {}
+    if translated:
+        pair = f"{api.name}>{p.interface}"
+        overrides = ext_proc.ExtProcOverrides(
+            processing_mode=_TRANSLATING,
+            grpc_initial_metadata=[core.HeaderValue(key=TRANSLATE_METADATA, value=pair)],
+        )
+        per_filter[RESPONSE_FILTER] = Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
     return route.Route(
-        name=p.name,
+        name=f"{api.route_prefix}:{p.name}",
         match=route.RouteMatch(
-            safe_regex=RegexMatcher(regex=_CHAT_PATH), dynamic_metadata=[decided]
+            safe_regex=RegexMatcher(regex=api.path_regex), dynamic_metadata=[decided]
         ),
         route=route.RouteAction(
             cluster=p.cluster,
             auto_host_rewrite=True,
             # The provider's base_url path replaces the client's /v1; the query is kept.
             regex_rewrite=RegexMatchAndSubstitute(
-                pattern=RegexMatcher(regex=_CHAT_PATH),
-                substitution=p.endpoint.path_prefix + UPSTREAM_CHAT_SUFFIX,
+                pattern=RegexMatcher(regex=api.path_regex),
+                substitution=p.endpoint.path_prefix + api.upstream_paths[p.interface],
             ),
             # A route timeout spans the whole response, streamed chunks included (a 4 s
             # stream was cut at 2 s). So the user's timeout bounds upstream silence
@@ -368,11 +450,9 @@ def _provider_route(p: Provider, timeout_s: float) -> route.Route:
             # the per-try one; it stays as the backstop for a stalled client.
             idle_timeout=timedelta(seconds=max(300.0, 2 * timeout_s)),
         ),
-        # Client credentials and cookies are meant for the gateway, never for the provider.
-        # Envoy removes before it adds, so the provider's own credential header survives
-        # with the server's value. (Every x-plano-* header is dealt with by _our_headers.)
-        request_headers_to_remove=list(CLIENT_ONLY_HEADERS),
-        request_headers_to_add=[_add(p.auth_header, _metadata(AUTH_KEY))] if keyed else [],
+        request_headers_to_remove=remove,
+        request_headers_to_add=add,
+        typed_per_filter_config=per_filter,
     )
 
 
@@ -387,34 +467,23 @@ def _metadata_is(key: str, value: str) -> MetadataMatcher:
 def _routes(config: Config) -> route.RouteConfiguration:
     timeout_s = config.listener.timeout_s
     # Order matters: the provider routes match only once the server has decided (its
-    # metadata exists), so before that a chat request is on the `chat` route, where
+    # metadata exists), so before that a request is on its API's entry route, where
     # ext_proc reads its body.
-    routes = [_provider_route(p, timeout_s) for p in config.providers]
-    routes += [
-        _direct(
-            "chat",
-            _CHAT_PATH,
-            "POST",
-            400,
-            _json_error(
-                "The request has no body: send a JSON chat-completions request.", "missing_body"
-            ),
-            ext_proc_enabled=True,
-        ),
-        _direct(
-            "chat_method",
-            _CHAT_PATH,
-            None,
-            405,
-            _json_error("/v1/chat/completions takes POST.", "method_not_allowed"),
-        ),
+    routes = [
+        _provider_route(api, p, timeout_s)
+        for api in CLIENT_APIS
+        for p in config.providers
+        if p.interface in api.upstream_paths
     ]
+    for api in CLIENT_APIS:
+        routes += _entry_routes(api)
     models = _models(config)
     routes.append(_direct("models", r"^/v1/models/?$", "GET", 200, models.listing))
     for model_id, entry in models.entries.items():
         routes.append(
             _direct(f"model:{model_id}", f"^/v1/models/{re.escape(model_id)}/?$", "GET", 200, entry)
         )
+    served = ", ".join(f"POST {api.path}" for api in CLIENT_APIS)
     routes += [
         _direct(
             "model_not_found",
@@ -435,19 +504,58 @@ def _routes(config: Config) -> route.RouteConfiguration:
             _json_error("/v1/models takes GET.", "method_not_allowed"),
         ),
         _direct(
+            "messages_not_found",
+            r"^/v1/messages/.*$",
+            None,
+            404,
+            _json_error(
+                f"No route for this request: this gateway serves {served} and GET /v1/models.",
+                "unknown_url",
+                status=404,
+                api=ANTHROPIC_MESSAGES,
+            ),
+        ),
+        _direct(
             "not_found",
             r"^.*$",
             None,
             404,
             _json_error(
-                "No route for this request: this gateway serves POST /v1/chat/completions "
-                "and GET /v1/models.",
+                f"No route for this request: this gateway serves {served} and GET /v1/models.",
                 "unknown_url",
             ),
         ),
     ]
     vhost = route.VirtualHost(name="plano", domains=["*"], routes=routes)
     return route.RouteConfiguration(name="plano", virtual_hosts=[vhost])
+
+
+def _entry_routes(api: ClientApi) -> list[route.Route]:
+    """Where a request of ``api`` waits for the decision (ext_proc reads its body there,
+    told the API by its gRPC metadata), and its wrong methods."""
+    entry = _direct(
+        api.route_prefix,
+        api.path_regex,
+        "POST",
+        400,
+        _json_error(
+            f"The request has no body: send a JSON body to {api.path}.", "missing_body", api=api
+        ),
+    )
+    overrides = ext_proc.ExtProcOverrides(
+        grpc_initial_metadata=[core.HeaderValue(key=API_METADATA, value=api.metadata)]
+    )
+    entry.typed_per_filter_config = {
+        "envoy.filters.http.ext_proc": Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
+    }
+    wrong_method = _direct(
+        f"{api.route_prefix}_method",
+        api.path_regex,
+        None,
+        405,
+        _json_error(f"{api.path} takes POST.", "method_not_allowed", api=api),
+    )
+    return [entry, wrong_method]
 
 
 @dataclass(frozen=True)
@@ -481,15 +589,29 @@ def _json_text(value: object) -> core.SubstitutionFormatString:
     )
 
 
-def _json_error(message: str, code: str, param: str | None = None) -> core.SubstitutionFormatString:
-    return core.SubstitutionFormatString(json_format=_error(message, code, param))
+def _json_error(
+    message: str,
+    code: str,
+    param: str | None = None,
+    status: int = 400,
+    api: ClientApi = OPENAI_CHAT,
+) -> core.SubstitutionFormatString:
+    return core.SubstitutionFormatString(
+        json_format=_error(message, code, param, api=api, status=status)
+    )
 
 
 def _error(
-    message: str, code: str, param: str | None = None, type_: str = "invalid_request_error"
+    message: str,
+    code: str,
+    param: str | None = None,
+    type_: str = "invalid_request_error",
+    api: ClientApi = OPENAI_CHAT,
+    status: int = 400,
 ) -> Struct:
-    """An OpenAI-style error body. In json_format Envoy JSON-escapes %LOCAL_REPLY_BODY%."""
-    return Struct.from_dict(error_object(message, type_, param, code))
+    """An error body in ``api``'s shape. In json_format Envoy JSON-escapes
+    %LOCAL_REPLY_BODY%."""
+    return Struct.from_dict(api.error_object(status, message, type_, param, code))
 
 
 def _direct(
@@ -498,7 +620,6 @@ def _direct(
     method: str | None,
     status: int,
     body: core.SubstitutionFormatString,
-    ext_proc_enabled: bool = False,
 ) -> route.Route:
     """A route Envoy answers itself with a JSON body; ``method`` None matches any method."""
     headers = []
@@ -514,7 +635,7 @@ def _direct(
             body_format=body,
         ),
         # Nothing to route: the server need not read the body.
-        typed_per_filter_config={} if ext_proc_enabled else dict(_NO_EXT_PROC),
+        typed_per_filter_config=dict(_NO_EXT_PROC),
     )
 
 
@@ -565,6 +686,14 @@ _OURS = f"response.code_details in ['{SERVER_REPLY_DETAILS}', 'direct_response']
 _RETRY_AFTER_S = 1
 
 
+# Envoy's own replies on a Messages route (its entry route, or a provider route it took:
+# their names start so) are in Anthropic's shape; the rest in OpenAI's.
+_ANTHROPIC_ROUTE = (
+    f"request.path.startsWith('{ANTHROPIC_MESSAGES.path}') || "
+    f"xds.route_name.startsWith('{ANTHROPIC_MESSAGES.route_prefix}')"
+)
+
+
 @dataclass(frozen=True)
 class _Reply:
     match: accesslog.AccessLogFilter
@@ -573,6 +702,17 @@ class _Reply:
     code: str
     status: int | None = None  # replaces Envoy's status
     retry_after: bool = False
+    anthropic_type: str | None = None  # None: the category of the type (api_error...)
+
+    def body(self, api: ClientApi) -> Struct:
+        if api.name == ANTHROPIC:
+            category = self.anthropic_type or (
+                "api_error" if self.type == "server_error" else "invalid_request_error"
+            )
+            return Struct.from_dict(
+                {"type": "error", "error": {"type": category, "message": self.message}}
+            )
+        return _error(self.message, self.code, type_=self.type)
 
 
 def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
@@ -588,8 +728,16 @@ def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
             too_large(listener.max_body_bytes).message,
             "invalid_request_error",
             "request_too_large",
+            anthropic_type="request_too_large",
         ),
-        _Reply(_flags("UO"), capacity, "server_error", "gateway_at_capacity", retry_after=True),
+        _Reply(
+            _flags("UO"),
+            capacity,
+            "server_error",
+            "gateway_at_capacity",
+            retry_after=True,
+            anthropic_type="overloaded_error",
+        ),
         _Reply(
             _both(_status(STATUS_ON_ERROR), _cel("response.code_details.contains('overflow')")),
             capacity,
@@ -597,12 +745,14 @@ def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
             "gateway_at_capacity",
             status=503,
             retry_after=True,
+            anthropic_type="overloaded_error",
         ),
         _Reply(
             _both(_status(504), _flags("UT", "SI")),
             "The model provider did not answer in time: %LOCAL_REPLY_BODY%",
             "server_error",
             "upstream_timeout",
+            anthropic_type="timeout_error",
         ),
         _Reply(
             _flags(*_UPSTREAM_DOWN),
@@ -651,19 +801,20 @@ def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
             _cel(f"!({_OURS})"), "%LOCAL_REPLY_BODY%", "invalid_request_error", "invalid_request"
         ),
     ]
+    anthropic = _cel(_ANTHROPIC_ROUTE)
     return hcm.LocalReplyConfig(
         mappers=[
             hcm.ResponseMapper(
-                filter=reply.match,
+                filter=_both(anthropic, reply.match) if api is ANTHROPIC_MESSAGES else reply.match,
                 status_code=reply.status,
-                body_format_override=core.SubstitutionFormatString(
-                    json_format=_error(reply.message, reply.code, type_=reply.type)
-                ),
+                body_format_override=core.SubstitutionFormatString(json_format=reply.body(api)),
                 headers_to_add=[_add("retry-after", str(_RETRY_AFTER_S))]
                 if reply.retry_after
                 else [],
             )
             for reply in table
+            # Each reply in Anthropic's shape first (on a Messages route), then in OpenAI's.
+            for api in (ANTHROPIC_MESSAGES, OPENAI_CHAT)
         ]
     )
 

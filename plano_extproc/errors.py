@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 # A lone surrogate (a client's "\udc80" escape, echoed in a message) has no UTF-8 encoding.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -12,9 +14,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 QUOTE_CHARS = 100
 
 
+# An API's error body from (status, message, type, param, code).
+ErrorShape = Callable[[int, str, str, str | None, str | None], Any]
+
+
 @dataclass(frozen=True)
 class ErrorReply:
-    """``{"error": {"message", "type", "param", "code"}}`` with its HTTP status."""
+    """An error the gateway answers with: its HTTP status and, in OpenAI's terms, what went
+    wrong; each client API renders it in its own shape (apis/)."""
 
     status: int
     message: str
@@ -22,9 +29,13 @@ class ErrorReply:
     param: str | None = None
     code: str | None = None
 
-    def body(self) -> bytes:
-        """The JSON body, valid UTF-8 whatever the message quotes."""
-        error = error_object(self.message, self.type, self.param, self.code)
+    def body(self, shape: ErrorShape | None = None) -> bytes:
+        """The JSON body in ``shape`` (OpenAI's by default), valid UTF-8 whatever the
+        message quotes."""
+        if shape is None:
+            error: object = error_object(self.message, self.type, self.param, self.code)
+        else:
+            error = shape(self.status, self.message, self.type, self.param, self.code)
         text = json.dumps(error, ensure_ascii=False)
         try:
             return text.encode()

@@ -1,8 +1,9 @@
 """``plano-extproc route``: the server's routing decision for requests given as JSON lines.
 
-Each request goes through the same functions as in the server (``parse_chat_request``,
-``resolve``, ``RouterService.choose``, ``resolve_preference``), so what this prints is what
-the gateway would do, with the router's scores and its latency.
+Each request goes through the same decision sequence as in the server (decide.py), so what
+this prints is what the gateway would do, with the router's scores and its latency. A line is
+an OpenAI chat-completions body unless ``api`` says otherwise (``--api anthropic``: a
+Messages body).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import os
 import time
 from typing import IO
 
+from .apis import OPENAI_CHAT, ClientApi
 from .config import Config, load_config
+from .decide import decide
 from .errors import ErrorReply
-from .resolve import AskRouter, Decision, parse_chat_request, resolve, resolve_preference
+from .resolve import Decision
 from .router import OTHER, RouteChoice, load_router
 from .router.service import RouterService
 
@@ -26,7 +29,9 @@ def with_stand_in_keys(config: Config) -> Config:
     return load_config(config.source, {**os.environ, **unset}) if unset else config
 
 
-async def route_lines(config: Config, lines: IO[str], out: IO[str], *, explain: bool) -> int:
+async def route_lines(
+    config: Config, lines: IO[str], out: IO[str], *, explain: bool, api: ClientApi = OPENAI_CHAT
+) -> int:
     """Answer every line of ``lines``; 0 if all were routed, 1 if any got an error."""
     router = load_router(config)
     service = RouterService(router, config.router.timeout_s) if router is not None else None
@@ -35,7 +40,7 @@ async def route_lines(config: Config, lines: IO[str], out: IO[str], *, explain: 
         for line in lines:
             if not line.strip():
                 continue
-            result = await route_one(config, service, line.encode(), explain=explain)
+            result = await route_one(config, service, line.encode(), explain=explain, api=api)
             status |= "error" in result
             out.write(json.dumps(result, ensure_ascii=False) + "\n")
             out.flush()
@@ -46,22 +51,21 @@ async def route_lines(config: Config, lines: IO[str], out: IO[str], *, explain: 
 
 
 async def route_one(
-    config: Config, service: RouterService | None, raw: bytes, *, explain: bool
+    config: Config,
+    service: RouterService | None,
+    raw: bytes,
+    *,
+    explain: bool,
+    api: ClientApi = OPENAI_CHAT,
 ) -> dict[str, object]:
-    request = parse_chat_request(raw)
-    if isinstance(request, ErrorReply):
-        return _error(request)
-    decision = resolve(request.model, config)
-    choice: RouteChoice | None = None
     started = time.perf_counter()
-    if isinstance(decision, AskRouter):
-        if service is not None:
-            choice = await service.choose(request.messages)
-        decision = resolve_preference(choice, config)
-    latency_ms = (time.perf_counter() - started) * 1e3
-    if isinstance(decision, ErrorReply):
-        return _error(decision)
-    return _result(decision, choice, latency_ms, config, explain)
+    decided = await decide(raw, api, config, service)
+    latency_ms = (time.perf_counter() - started) * 1e3 if decided.asked_router else 0.0
+    if isinstance(decided.outcome, ErrorReply):
+        return _error(decided.outcome)
+    return _result(
+        decided.outcome, decided.choice, latency_ms, config, explain, decided.asked_router
+    )
 
 
 def _result(
@@ -70,6 +74,7 @@ def _result(
     latency_ms: float,
     config: Config,
     explain: bool,
+    asked_router: bool,
 ) -> dict[str, object]:
     provider = decision.provider
     result: dict[str, object] = {
@@ -80,7 +85,7 @@ def _result(
         "scores": {k: round(v, 4) for k, v in choice.scores.items()} if choice else {},
         "latency_ms": round(latency_ms, 2),
     }
-    if decision.routing == "default" and config.routes:
+    if asked_router and decision.routing != "preference":
         result["fallback"] = _fallback_reason(choice, config)
     if explain and choice is not None:
         result["confidence"] = round(choice.confidence, 4)

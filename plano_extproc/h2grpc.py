@@ -30,7 +30,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import hpack
@@ -38,6 +38,10 @@ import hpack
 log = logging.getLogger("plano_extproc.h2grpc")
 
 Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
+# A new stream's handler, from the metadata its caller sent (the request headers that start
+# with x-plano-; the rest is gRPC's and HTTP/2's own).
+OpenStream = Callable[[Mapping[str, str]], Handler]
+_OUR_METADATA = b"x-plano-"
 
 
 class FinalAnswer(bytes):
@@ -173,6 +177,7 @@ class _Stream:
         "closing",
         "credit",
         "ended",
+        "handle",
         "headers_sent",
         "held",
         "inbox",
@@ -186,6 +191,7 @@ class _Stream:
     )
 
     def __init__(self) -> None:
+        self.handle: Handler | None = None  # set once the call's method is known
         self.inbox = bytearray()
         self.queue: deque[bytes] = deque()  # messages not handled yet
         self.queued = 0  # what the queue costs (bytes + _MESSAGE_COST each)
@@ -555,6 +561,18 @@ class _Connection(asyncio.Protocol):
             stream.ended = bool(flags & END_STREAM)
             self._refuse(stream_id, UNIMPLEMENTED, "unknown method")
             return
+        metadata = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in headers
+            if name.startswith(_OUR_METADATA)
+        }
+        try:
+            stream.handle = self._server.open_stream(metadata)
+        except Exception as exc:  # the handler's factory answers its own failures: a bug
+            self._server.note(logging.ERROR, "an ext_proc stream could not open: %r", exc)
+            stream.ended = bool(flags & END_STREAM)
+            self._refuse(stream_id, INTERNAL, "internal error")
+            return
         if flags & END_STREAM:
             self._on_end(stream_id, stream)
 
@@ -646,7 +664,8 @@ class _Connection(asyncio.Protocol):
 
     def _pump(self, stream_id: int, stream: _Stream) -> None:
         """Handle queued messages in order until one must wait; end the call when done."""
-        handle = self._server.handle
+        handle = stream.handle
+        assert handle is not None  # messages are queued only on a stream of our method
         while stream.task is None and stream.queue and not stream.closing:
             message = stream.queue.popleft()
             cost = len(message) + _MESSAGE_COST
@@ -923,13 +942,14 @@ class _Connection(asyncio.Protocol):
 
 
 class H2GrpcServer:
-    """Serves ``method`` (e.g. b"/pkg.Service/Method") with ``handle``."""
+    """Serves ``method`` (e.g. b"/pkg.Service/Method"): each call's messages go to the
+    handler that ``open_stream`` gives for the call's metadata."""
 
     def __init__(
-        self, method: bytes, handle: Handler, max_message: int, limits: Limits | None = None
+        self, method: bytes, open_stream: OpenStream, max_message: int, limits: Limits | None = None
     ) -> None:
         self.method = method
-        self.handle = handle
+        self.open_stream = open_stream
         self.max_message = max_message
         self.limits = limits or Limits()
         self.max_buffered = max(self.limits.max_buffered, 4 * (max_message + _MESSAGE_COST))

@@ -1,38 +1,41 @@
 """One ext_proc message: Envoy's buffered request body in, the routing decision out.
 
-No I/O here: the server feeds each ProcessingRequest to ``Processor.handle`` and sends back
-what it returns. Envoy sends one message per chat request, the whole body (the headers
-phase is skipped: Envoy's route table checks method and path and answers /v1/models). The
-answer replaces the body when the model changes and carries the decision as dynamic
-metadata, which the provider routes match (envoy_config.py). Every answer's fixed part is
-built once per (provider, routing, route) and copied per request. A big body read by a
-helper process (offload.py) is answered with a ``SplicedAnswer``: its new text is written
+No I/O here: the server feeds each ProcessingRequest to ``Processor.handle``, with the client
+API its route named, and sends back what it returns. Envoy sends one message per request,
+the whole body (the headers phase is skipped: Envoy's route table checks method and path and
+answers /v1/models). The decision comes from decide.py; the answer carries it as dynamic
+metadata, which the provider routes match (envoy_config.py), and the body to forward: the
+client's own with the provider's model id spliced in when the provider speaks the client's
+API, the translated request when it speaks the other one (translate/). Every answer's fixed
+part is built once per (provider, routing, route) and copied per request. A big body read by
+a helper process (offload.py) is answered with a ``SplicedAnswer``: its new text is written
 once, straight into the answer's bytes.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import struct_pb2
 
 from ._proto import ext_proc_pb2 as pb
+from .apis import OPENAI_CHAT, ClientApi
+from .apis.anthropic_messages import estimate_input_tokens
 from .body import pieces, with_model
 from .config import Config
+from .decide import Pending, begin, conclude
 from .errors import ErrorReply, too_large
-from .resolve import (
-    AskRouter,
-    ChatRequest,
-    Decision,
-    parse_chat_request,
-    resolve,
-    resolve_preference,
-)
+from .resolve import ChatRequest, Decision, parse_chat_request
 from .router.base import RouteChoice
+from .translate import TranslationError, translator, wants_stream
 from .wire import (
     AUTH_KEY,
+    INCLUDE_USAGE_KEY,
     METADATA_NAMESPACE,
     MODEL_KEY,
+    RESPONSE_NAMESPACE,
     ROUTE_KEY,
     ROUTING_KEY,
     SERVER_REPLY_DETAILS,
@@ -67,8 +70,8 @@ def _immediate(status: int, body: bytes) -> pb.ProcessingResponse:
     )
 
 
-def error_response(error: ErrorReply) -> pb.ProcessingResponse:
-    return _immediate(error.status, error.body())
+def error_response(error: ErrorReply, api: ClientApi = OPENAI_CHAT) -> pb.ProcessingResponse:
+    return _immediate(error.status, api.error_body(error))
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,19 @@ class SplicedAnswer:
         # (protobuf's wire rule for embedded messages): here, the body mutation.
         length = sum(len(piece) for piece in self.body)
         return b"".join((self.head.SerializeToString(), _body_mutation_field(length), *self.body))
+
+
+def _value(request: ChatRequest) -> Any:
+    """The request's parsed body; a big body read by a helper process is parsed again here,
+    which only a translated or counted one needs."""
+    if request.wire.value is not None:
+        return request.wire.value
+    text = request.wire.text
+    return json.loads(text if isinstance(text, str) else bytes(text or b""))
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _body_mutation_field(length: int) -> bytes:
@@ -111,13 +127,6 @@ def _encode_varint(value: int) -> bytes:
 Answer = pb.ProcessingResponse | SplicedAnswer
 
 
-@dataclass(frozen=True)
-class PendingRoute:
-    """A body that named no model: the router must read it before it can be routed."""
-
-    request: ChatRequest
-
-
 class Processor:
     """Turns a config into ext_proc answers; shared by all streams, read-only after init
     but for the cache of answer templates (bounded: providers x routings x routes)."""
@@ -126,51 +135,92 @@ class Processor:
         self.config = config
         self._templates: dict[tuple[str, str, str | None], pb.ProcessingResponse] = {}
 
-    def handle(self, request: pb.ProcessingRequest) -> Answer | PendingRoute:
+    def handle(
+        self, request: pb.ProcessingRequest, api: ClientApi = OPENAI_CHAT
+    ) -> Answer | Pending:
         kind = request.WhichOneof("request")
         if kind == "request_body":
-            return self.on_request_body(request.request_body.body)
+            return self.on_request_body(request.request_body.body, api)
         # A phase we did not ask for (an Envoy config of the user's own): let it through.
         return _passthrough(kind)
 
-    def on_request_body(self, body: bytes) -> Answer | PendingRoute:
+    def on_request_body(self, body: bytes, api: ClientApi = OPENAI_CHAT) -> Answer | Pending:
         if len(body) > self.config.listener.max_body_bytes:
-            return self.too_large()
-        return self.decide(parse_chat_request(body))
+            return self.too_large(api)
+        return self.decide(parse_chat_request(body), api)
 
-    def too_large(self) -> pb.ProcessingResponse:
+    def too_large(self, api: ClientApi = OPENAI_CHAT) -> pb.ProcessingResponse:
         # Envoy lets a little more through (wire.envoy_body_limit) so that the body with its
         # model put in still fits its buffer: the client's limit is enforced here.
-        return error_response(too_large(self.config.listener.max_body_bytes))
+        return error_response(too_large(self.config.listener.max_body_bytes), api)
 
-    def decide(self, request: ChatRequest | ErrorReply) -> Answer | PendingRoute:
+    def decide(
+        self, request: ChatRequest | ErrorReply, api: ClientApi = OPENAI_CHAT
+    ) -> Answer | Pending:
         """The answer to a parsed body: read here (``on_request_body``), or a big one read in
         a helper process (``resolve.read_chat_request``)."""
-        if isinstance(request, ErrorReply):
-            return error_response(request)
-        decision = resolve(request.model, self.config)
-        if isinstance(decision, AskRouter):
-            return PendingRoute(request)
-        if isinstance(decision, ErrorReply):
-            return error_response(decision)
-        return self.route(decision, request)
+        step = begin(request, api, self.config)
+        if isinstance(step, Pending):
+            return step
+        if isinstance(step, ErrorReply):
+            return error_response(step, api)
+        assert isinstance(request, ChatRequest)  # begin passes an ErrorReply on
+        return self.route(step, request, api)
 
-    def on_route_choice(self, pending: PendingRoute, choice: RouteChoice | None) -> Answer:
-        """Finish a ``PendingRoute`` with the router's choice (None: it failed or timed out)."""
-        decision = resolve_preference(choice, self.config)
+    def on_route_choice(self, pending: Pending, choice: RouteChoice | None) -> Answer:
+        """Finish a ``Pending`` request with the router's choice (None: it failed or timed
+        out)."""
+        decision = conclude(pending, choice, self.config)
         if isinstance(decision, ErrorReply):
-            return error_response(decision)
-        return self.route(decision, pending.request)
+            return error_response(decision, pending.api)
+        return self.route(decision, pending.request, pending.api)
 
-    def route(self, decision: Decision, request: ChatRequest) -> Answer:
+    def route(
+        self, decision: Decision, request: ChatRequest, api: ClientApi = OPENAI_CHAT
+    ) -> Answer:
+        interface = decision.provider.interface
+        if interface not in api.upstream_paths:
+            # Only a token count asks this: a provider that cannot count gets an estimate.
+            return _immediate(200, _json({"input_tokens": estimate_input_tokens(_value(request))}))
         response = pb.ProcessingResponse()
         response.CopyFrom(self._template(decision))
+        if interface != api.name:
+            return self._translated(response, decision, request, api)
         if type(request.wire.text) is not str:  # a big body, read by a helper process
             return SplicedAnswer(response, pieces(request.wire, decision.provider.model_id))
         new_body = with_model(request.wire, decision.provider.model_id)
         if new_body is not None:
             # Envoy sets content-length from the new body itself (no headers phase).
             response.request_body.response.body_mutation.body = new_body
+        return response
+
+    def _translated(
+        self,
+        response: pb.ProcessingResponse,
+        decision: Decision,
+        request: ChatRequest,
+        api: ClientApi,
+    ) -> Answer:
+        pair = translator(api.name, decision.provider.interface)
+        assert pair is not None  # the APIs differ
+        body = _value(request)
+        try:
+            translated = pair.request(body, decision.provider.model_id)
+        except TranslationError as refused:
+            status, reply = pair.refusal(refused)
+            return _immediate(status, reply)
+        try:
+            response.request_body.response.body_mutation.body = _json(translated)
+        except ValueError:  # a number past a double's range (1e999) has no JSON spelling
+            return _immediate(
+                *pair.refusal(TranslationError("The request has a number out of range."))
+            )
+        if wants_stream(body):
+            # What the response's translator needs of the request (response_translation.py)
+            # reaches it as metadata that Envoy forwards with the response.
+            options = body.get("stream_options")
+            usage = isinstance(options, dict) and options.get("include_usage") is True
+            response.dynamic_metadata.update({RESPONSE_NAMESPACE: {INCLUDE_USAGE_KEY: usage}})
         return response
 
     def _template(self, decision: Decision) -> pb.ProcessingResponse:

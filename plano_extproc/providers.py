@@ -1,26 +1,45 @@
 """Built-in providers: where each well-known LLM API lives and how it takes a key.
 
-A data table, not branches: adding a provider is adding a row. Every row speaks OpenAI's
-chat-completions schema at ``base_url`` + ``/chat/completions`` (Anthropic through its
-OpenAI-compatible endpoint for now).
+A data table, not branches: adding a provider is adding a row. Each row names the API its
+provider speaks (``interface``): OpenAI's chat completions at ``base_url`` +
+``/chat/completions``, or Anthropic's Messages at ``base_url`` + ``/messages``. A config entry
+may say otherwise with ``provider_interface`` (e.g. Anthropic through its OpenAI-compatible
+endpoint, which Anthropic means for testing and comparing models, not for production).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+OPENAI = "openai"
+ANTHROPIC = "anthropic"
+INTERFACES = (OPENAI, ANTHROPIC)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Header that carries a provider's key, and the text before the key in its value."""
+
+    header: str
+    prefix: str
+
+
+# How each upstream API takes its key.
+CREDENTIALS = {
+    OPENAI: Credential("authorization", "Bearer "),
+    ANTHROPIC: Credential("x-api-key", ""),
+}
+
 
 @dataclass(frozen=True)
 class ProviderSpec:
     base_url: str
-    # Header that carries the key, and the text before the key in its value.
-    auth_header: str = "authorization"
-    auth_prefix: str = "Bearer "
+    interface: str = OPENAI  # the API it speaks unless the config says otherwise
 
 
 BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
     "openai": ProviderSpec("https://api.openai.com/v1"),
-    "anthropic": ProviderSpec("https://api.anthropic.com/v1"),
+    "anthropic": ProviderSpec("https://api.anthropic.com/v1", ANTHROPIC),
     "gemini": ProviderSpec("https://generativelanguage.googleapis.com/v1beta/openai"),
     "groq": ProviderSpec("https://api.groq.com/openai/v1"),
     "mistral": ProviderSpec("https://api.mistral.ai/v1"),

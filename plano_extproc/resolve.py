@@ -1,9 +1,11 @@
 """The routing decision: which provider and model serve a request. Pure, no I/O.
 
-``parse_chat_request`` checks the body a client sent; ``resolve`` applies the resolution
-order (alias, provider/model, unambiguous bare model id) to its ``model``. A request that
-names no model asks the preference router (``ASK_ROUTER``) when routes are configured;
-``resolve_preference`` turns the router's answer (or its absence) into the decision.
+``parse_chat_request`` checks the body a client sent (either API: both name a ``model`` and
+a non-empty ``messages`` list); ``resolve`` applies the resolution order (alias,
+provider/model, unambiguous bare model id) to its ``model``. A request that names no model,
+or a model that ``routing.route_named_models`` sends through the router, asks the preference
+router (``AskRouter``) when routes are configured; ``resolve_preference`` turns the router's
+answer (or its absence) into the decision, falling back to the named model or the default.
 ``read_chat_request`` is ``parse_chat_request`` as a helper process runs it for a big body
 (offload.py), with an answer small enough to send back.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import Literal
 
 from . import body as json_body
@@ -43,7 +46,10 @@ class Decision:
 
 @dataclass(frozen=True)
 class AskRouter:
-    """The request named no model and routes are configured: the router must read it."""
+    """Routes are configured and the request named no model, or one that goes through the
+    router (``fallback``): the router must read it."""
+
+    fallback: str | None = None  # the model to serve when no route fits
 
 
 ASK_ROUTER = AskRouter()
@@ -113,16 +119,25 @@ def attach_body(request: ChatRequest, raw: bytes | memoryview) -> ChatRequest:
     return replace(request, wire=json_body.attach(request.wire, raw))
 
 
-def resolve(model: str | None, config: Config) -> Decision | ErrorReply | AskRouter:
-    """The resolution order for a requested ``model`` (None: the client named none)."""
-    if model is None and config.routes:
-        return ASK_ROUTER
+def resolve(
+    model: str | None, config: Config, *, by_preference: bool = True
+) -> Decision | ErrorReply | AskRouter:
+    """The resolution order for a requested ``model`` (None: the client named none).
+    ``by_preference`` False never asks the router (a token count is not a generation)."""
+    if by_preference and config.routes:
+        if model is None:
+            return ASK_ROUTER
+        if any(fnmatchcase(model, pattern) for pattern in config.router.route_named_models):
+            return AskRouter(model)
     return _checked(_choose(model, config))
 
 
-def resolve_preference(choice: RouteChoice | None, config: Config) -> Decision | ErrorReply:
+def resolve_preference(
+    choice: RouteChoice | None, config: Config, fallback: str | None = None
+) -> Decision | ErrorReply:
     """The decision for a request the router read. ``None`` (a timeout or router failure),
-    "other" and a choice below ``min_confidence`` go to the default provider."""
+    "other" and a choice below ``min_confidence`` go to the ``fallback`` model the client
+    named, or else to the default provider."""
     if (
         choice is not None
         and choice.route != OTHER
@@ -131,7 +146,7 @@ def resolve_preference(choice: RouteChoice | None, config: Config) -> Decision |
         for route in config.routes:
             if route.name == choice.route:
                 return _checked(Decision(route.provider, "preference", route.name))
-    return _checked(_choose(None, config))
+    return _checked(_choose(fallback, config))
 
 
 def _checked(decision: Decision | ErrorReply) -> Decision | ErrorReply:

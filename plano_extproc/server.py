@@ -1,32 +1,39 @@
 """The ext_proc gRPC server: a thin shell that feeds Envoy's messages to the processor.
 
 Two transports serve the same ``ExtProcService``: ``h2`` (the default, h2grpc.py) and
-``grpcio`` (grpc.aio), kept for comparison; bench/RESULTS.md has the cost of each.
+``grpcio`` (grpc.aio), kept for comparison; bench/RESULTS.md has the cost of each. Envoy's
+route says in the stream's gRPC metadata what the stream is for: the decision for a request
+of one client API (apis/), or the translation of one response (response_translation.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from ._proto import ext_proc_pb2 as pb
+from .apis import API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi, client_api
 from .config import Config
+from .decide import Pending
 from .errors import ErrorReply
 from .h2grpc import FinalAnswer, H2GrpcServer, Limits
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
-from .processor import Answer, PendingRoute, Processor, error_response, request_body_span
+from .processor import Answer, Processor, error_response, request_body_span
+from .response_translation import TranslatedResponse
 from .router import load_router
 from .router.conversation import reading_for
 from .router.service import RouterService
-from .wire import envoy_body_limit
+from .translate import APIS, translator
+from .wire import TRANSLATE_METADATA, envoy_body_limit
 
 log = logging.getLogger("plano_extproc.server")
 
@@ -39,6 +46,9 @@ INTERNAL_ERROR = ErrorReply(
 )
 # Room for the protobuf framing around the largest body the listener accepts.
 _FRAMING_BYTES = 64 * 1024
+
+# One serialized message in, its serialized answer (or an awaitable of it) out.
+Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
 
 
 class ExtProcService:
@@ -59,25 +69,55 @@ class ExtProcService:
         self._router = router
         self._reader = reader
         self._big_body = big_body if reader is not None else sys.maxsize
+        # The decision streams' handlers, one per client API, made once: most streams
+        # are these.
+        self._deciders: dict[str, Handler] = {
+            api.metadata: functools.partial(self.handle, api=api) for api in CLIENT_APIS
+        }
+        self._pairs = {(a, b): translator(a, b) for a in APIS for b in APIS}
 
-    def handle(self, payload: bytes) -> bytes | Awaitable[bytes]:
-        """The answer to one serialized ProcessingRequest, or an awaitable of it when the
-        router must read the request first, or a helper process its big body."""
+    def open_stream(self, metadata: Mapping[str, str]) -> Handler:
+        """The handler for the messages of one gRPC stream, from its metadata."""
+        pair_name = metadata.get(TRANSLATE_METADATA)
+        if pair_name is not None:
+            client, _, upstream = pair_name.partition(">")
+            pair = self._pairs.get((client, upstream))
+            if pair is not None:
+                return functools.partial(self._translate, TranslatedResponse(pair))
+            log.warning("a response stream for an unknown translation %r", pair_name[:40])
+        api = client_api(metadata.get(API_METADATA))
+        return self._deciders[(api or OPENAI_CHAT).metadata]
+
+    def _translate(self, response: TranslatedResponse, payload: bytes) -> bytes:
         try:
-            if len(payload) > self._big_body:
-                span = request_body_span(payload)
-                if span is not None:
-                    return self._read_big(payload, span)
-            request = pb.ProcessingRequest.FromString(payload)
-            response = self._processor.handle(request)
-            if isinstance(response, PendingRoute):
-                return self._route(response)
+            answer, last = response.handle(pb.ProcessingRequest.FromString(payload))
         except DecodeError as exc:
-            # Not from Envoy (the port is open to local processes): one line, no traceback.
             log.warning("an ext_proc message that is not a ProcessingRequest: %s", exc)
             return FinalAnswer(error_response(INTERNAL_ERROR).SerializeToString())
         except Exception:
             return FinalAnswer(self._failed().SerializeToString())
+        serialized = answer.SerializeToString()
+        return FinalAnswer(serialized) if last else serialized
+
+    def handle(self, payload: bytes, api: ClientApi = OPENAI_CHAT) -> bytes | Awaitable[bytes]:
+        """The answer to one serialized ProcessingRequest of a request in ``api``, or an
+        awaitable of it when the router must read the request first, or a helper process
+        its big body."""
+        try:
+            if len(payload) > self._big_body:
+                span = request_body_span(payload)
+                if span is not None:
+                    return self._read_big(payload, span, api)
+            request = pb.ProcessingRequest.FromString(payload)
+            response = self._processor.handle(request, api)
+            if isinstance(response, Pending):
+                return self._route(response)
+        except DecodeError as exc:
+            # Not from Envoy (the port is open to local processes): one line, no traceback.
+            log.warning("an ext_proc message that is not a ProcessingRequest: %s", exc)
+            return FinalAnswer(error_response(INTERNAL_ERROR, api).SerializeToString())
+        except Exception:
+            return FinalAnswer(self._failed(api).SerializeToString())
         if request.HasField("request_body"):
             # The decision is the last message this request needs: ending the call with it
             # frees the stream at once instead of holding it for the whole (possibly long,
@@ -86,25 +126,25 @@ class ExtProcService:
             return FinalAnswer(response.SerializeToString())
         return response.SerializeToString()
 
-    async def _read_big(self, payload: bytes, span: tuple[int, int]) -> bytes:
+    async def _read_big(self, payload: bytes, span: tuple[int, int], api: ClientApi) -> bytes:
         assert self._reader is not None
         response: Answer
         try:
             if span[1] - span[0] > self._processor.config.listener.max_body_bytes:
-                response = self._processor.too_large()
+                response = self._processor.too_large(api)
             else:
-                answer = self._processor.decide(await self._reader.read(payload, span))
-                if isinstance(answer, PendingRoute):
+                answer = self._processor.decide(await self._reader.read(payload, span), api)
+                if isinstance(answer, Pending):
                     return await self._route(answer, big=True)
                 response = answer
         except ReaderFailed as exc:
             log.error("%s: answering 500", exc)
-            response = error_response(INTERNAL_ERROR)
+            response = error_response(INTERNAL_ERROR, api)
         except Exception:
-            response = self._failed()
+            response = self._failed(api)
         return await self._final_big(response)
 
-    async def _route(self, pending: PendingRoute, big: bool = False) -> bytes:
+    async def _route(self, pending: Pending, big: bool = False) -> bytes:
         response: Answer
         try:
             choice = None
@@ -112,7 +152,7 @@ class ExtProcService:
                 choice = await self._router.choose(pending.request.messages)
             response = self._processor.on_route_choice(pending, choice)
         except Exception:
-            response = self._failed()
+            response = self._failed(pending.api)
         if big:
             return await self._final_big(response)
         return FinalAnswer(response.SerializeToString())
@@ -127,10 +167,10 @@ class ExtProcService:
         return FinalAnswer(serialized)
 
     @staticmethod
-    def _failed() -> pb.ProcessingResponse:
+    def _failed(api: ClientApi = OPENAI_CHAT) -> pb.ProcessingResponse:
         # A bug of ours must cost one request a clear 500, never the stream or server.
         log.exception("failed to process an ext_proc message")
-        return error_response(INTERNAL_ERROR)
+        return error_response(INTERNAL_ERROR, api)
 
 
 class Server(Protocol):
@@ -143,7 +183,7 @@ class _H2Server:
     def __init__(
         self, service: ExtProcService, listen: str, max_message: int, limits: Limits
     ) -> None:
-        self._server = H2GrpcServer(METHOD.encode(), service.handle, max_message, limits)
+        self._server = H2GrpcServer(METHOD.encode(), service.open_stream, max_message, limits)
         self._listen = listen
 
     async def start(self) -> int:
@@ -187,8 +227,10 @@ class _GrpcioServer:
         async def process(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
         ) -> AsyncIterator[bytes]:
+            metadata = {str(key): str(value) for key, value in context.invocation_metadata() or ()}
+            handle = service.open_stream(metadata)
             async for request in requests:
-                answer = service.handle(request)
+                answer = handle(request)
                 if not isinstance(answer, bytes):
                     answer = await answer
                 yield bytes(answer)  # grpcio takes exactly bytes, not a subclass

@@ -12,6 +12,14 @@ ROUTE_KEY = "route"  # the routing preference that chose it (preference only)
 # The provider credential, header value ready. Never log this namespace.
 AUTH_KEY = "auth"
 
+# What the response translator needs of the request (the client's streaming options), in a
+# namespace of its own: Envoy forwards it to the server with the response, and no key with it.
+RESPONSE_NAMESPACE = "plano_response"
+INCLUDE_USAGE_KEY = "include_usage"
+# The gRPC metadata by which a translated provider route tells the server which pair
+# translates its response: "<client API>><upstream API>", e.g. "anthropic>openai".
+TRANSLATE_METADATA = "x-plano-translate"
+
 MODEL_HEADER = "x-plano-model"
 ROUTING_HEADER = "x-plano-routing"
 ROUTE_HEADER = "x-plano-route"

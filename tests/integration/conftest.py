@@ -117,6 +117,7 @@ llm_providers:
   - model: anthropic/claude-sonnet-4-5
     access_key: ${{FAKE_ANTHROPIC_KEY}}
     base_url: {anthropic_fake.base_url("/anthropic/v1")}
+    provider_interface: openai  # this fake speaks OpenAI's API, as Anthropic's compatible one
     routing_preferences:
       - name: creative_tasks
         description: creative writing and content generation

@@ -138,7 +138,7 @@ def test_unknown_keys_are_located() -> None:
         "plano.yaml:3: listeners.egress_traffic.prot: unknown key; allowed here: address, port, "
         "message_format, timeout, max_body_size, max_concurrent_requests",
         "plano.yaml:6: llm_providers[0].acess_key: unknown key; allowed here: model, access_key, "
-        "default, base_url, routing_preferences",
+        "default, base_url, provider_interface, routing_preferences",
     ]
 
 

@@ -152,7 +152,7 @@ def test_routing_section_errors_are_located() -> None:
         )
     assert info.value.errors == [
         "p.yaml:27: routing.colour: unknown key; allowed here: router, model_dir, device, "
-        "threads, timeout, max_tokens, min_confidence, decoding",
+        "threads, timeout, max_tokens, min_confidence, decoding, route_named_models",
         "p.yaml:20: routing.router: must be one of embedded, arch, none, got 'gpt'",
         "p.yaml:21: routing.device: must be one of cpu, cuda, got 'tpu'",
         "p.yaml:22: routing.threads: must be 1-256 threads, or 0 to let onnxruntime choose, got -1",

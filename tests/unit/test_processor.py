@@ -10,7 +10,8 @@ from google.protobuf import json_format
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
 from plano_extproc.errors import ErrorReply
-from plano_extproc.processor import PendingRoute, Processor, SplicedAnswer, request_body_span
+from plano_extproc.decide import Pending as PendingRoute
+from plano_extproc.processor import Processor, SplicedAnswer, request_body_span
 from plano_extproc.resolve import attach_body, read_chat_request
 from plano_extproc.router.conversation import reading_for
 
@@ -88,9 +89,15 @@ def test_direct_route_names_the_provider(processor: Processor) -> None:
     assert decision == {
         "model": "anthropic/claude-sonnet-4-5",
         "routing": "direct",
-        "auth": "Bearer sk-a",
+        "auth": "sk-a",  # Anthropic's native API takes the bare key (in x-api-key)
     }
-    assert new_body is not None and json.loads(new_body)["model"] == "claude-sonnet-4-5"
+    # Translated for Anthropic's Messages API, which requires max_tokens.
+    assert new_body is not None
+    assert json.loads(new_body) == {
+        "model": "claude-sonnet-4-5",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_tokens": 4096,
+    }
 
 
 def test_a_body_already_naming_the_providers_model_is_not_replaced(processor: Processor) -> None:

@@ -15,6 +15,7 @@ import pytest
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
 from plano_extproc.h2grpc import Limits
+from plano_extproc.apis import OPENAI_CHAT, ClientApi
 from plano_extproc.processor import Processor
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.server import ENGINES, METHOD, Engine, build_server
@@ -153,10 +154,10 @@ def test_calls_on_one_connection_are_answered_each_even_when_one_waits(engine: E
 def test_a_bug_is_a_500_for_that_request_only(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def explode(self: Processor, raw: bytes) -> pb.ProcessingResponse:
+    def explode(self: Processor, raw: bytes, api: ClientApi = OPENAI_CHAT) -> object:
         if b"boom" in raw:
             raise RuntimeError("boom")
-        return original(self, raw)
+        return original(self, raw, api)
 
     original = Processor.on_request_body
     monkeypatch.setattr(Processor, "on_request_body", explode)

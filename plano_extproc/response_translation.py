@@ -1,0 +1,118 @@
+"""One translated response: the ext_proc messages of the second filter in, answers out.
+
+A provider route whose provider speaks the other API turns on a second ext_proc filter for
+the response (envoy_config.py): it sends the response headers, then the body, chunk by chunk
+as it arrives, on a gRPC stream whose metadata names the translation pair. No I/O here: the
+server feeds each message to ``TranslatedResponse.handle`` and sends back what it returns.
+
+- A 2xx event stream is translated as it flows: each upstream chunk (split anywhere) becomes
+  the client's events, and the end of the upstream stream closes the client's stream properly.
+- Anything else (a JSON response, an error of any status) is read whole: the headers answer
+  asks Envoy to buffer the body (``mode_override``), so the headers are still held when the
+  body is answered, and the status can follow the translated body (an upstream's 529 is an
+  OpenAI client's 503; a 200 that is not a response, a 502).
+
+Either way the translated body has another length: content-length is removed and the client
+gets it chunked.
+"""
+
+from __future__ import annotations
+
+from ._proto import ext_proc_pb2 as pb
+from .translate import StreamTranslator, Translator
+from .wire import INCLUDE_USAGE_KEY, RESPONSE_NAMESPACE
+
+_OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_MODES = pb.ProcessingMode
+# The rest of the response, read whole: Envoy holds the headers until the body is answered.
+_READ_WHOLE = pb.ProcessingMode(
+    request_header_mode=_MODES.SKIP,
+    response_header_mode=_MODES.SEND,
+    request_body_mode=_MODES.NONE,
+    response_body_mode=_MODES.BUFFERED,
+    request_trailer_mode=_MODES.SKIP,
+    response_trailer_mode=_MODES.SKIP,
+)
+
+
+def _header(key: str, value: str) -> pb.HeaderValueOption:
+    # raw_value, not value: Envoy 1.40 applied a `value` string as an empty header value.
+    return pb.HeaderValueOption(
+        header=pb.HeaderValue(key=key, raw_value=value.encode()), append_action=_OVERWRITE
+    )
+
+
+class TranslatedResponse:
+    """The state of one response's translation; a new one per gRPC stream."""
+
+    def __init__(self, pair: Translator) -> None:
+        self._pair = pair
+        self._status = 200
+        self._stream: StreamTranslator | None = None
+
+    def handle(self, request: pb.ProcessingRequest) -> tuple[pb.ProcessingResponse, bool]:
+        """The answer to one message, and whether it is the last this response needs."""
+        kind = request.WhichOneof("request")
+        if kind == "response_headers":
+            return self._headers(request), False
+        if kind == "response_body":
+            body = request.response_body
+            if self._stream is not None:
+                out = self._stream.feed(body.body)
+                if body.end_of_stream:
+                    out += self._stream.finish()
+                return _body(out), body.end_of_stream
+            return self._whole(body.body), True
+        # Trailers (asked for by nobody) or a request phase: let them through.
+        empty = pb.CommonResponse()
+        if kind == "response_trailers":
+            return pb.ProcessingResponse(response_trailers=pb.TrailersResponse()), True
+        return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=empty)), False
+
+    def _headers(self, request: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        content_type = ""
+        for header in request.response_headers.headers.headers:
+            value = header.raw_value.decode("latin-1") if header.raw_value else header.value
+            if header.key == ":status":
+                self._status = int(value) if value.isdigit() else 502
+            elif header.key == "content-type":
+                content_type = value.lower()
+        mutation = pb.HeaderMutation(remove_headers=["content-length"])
+        if 200 <= self._status < 300 and content_type.startswith("text/event-stream"):
+            fields = request.metadata_context.filter_metadata.get(RESPONSE_NAMESPACE)
+            usage = fields is not None and fields.fields[INCLUDE_USAGE_KEY].bool_value
+            self._stream = self._pair.stream({"stream_options": {"include_usage": usage}})
+            return pb.ProcessingResponse(
+                response_headers=pb.HeadersResponse(
+                    response=pb.CommonResponse(header_mutation=mutation)
+                )
+            )
+        return pb.ProcessingResponse(
+            response_headers=pb.HeadersResponse(response=pb.CommonResponse()),
+            mode_override=_READ_WHOLE,
+        )
+
+    def _whole(self, body: bytes) -> pb.ProcessingResponse:
+        status, translated = self._pair.response_bytes(self._status, body)
+        mutation = pb.HeaderMutation(
+            set_headers=[
+                _header(":status", str(status)),
+                _header("content-type", "application/json"),
+            ],
+            remove_headers=["content-length"],
+        )
+        return pb.ProcessingResponse(
+            response_body=pb.BodyResponse(
+                response=pb.CommonResponse(
+                    header_mutation=mutation, body_mutation=pb.BodyMutation(body=translated)
+                )
+            )
+        )
+
+
+def _body(data: bytes) -> pb.ProcessingResponse:
+    # An upstream chunk with nothing to show yet (half an event) is cleared, not passed on.
+    mutation = pb.BodyMutation(body=data) if data else pb.BodyMutation(clear_body=True)
+    return pb.ProcessingResponse(
+        response_body=pb.BodyResponse(response=pb.CommonResponse(body_mutation=mutation))
+    )
