@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .providers import BUILTIN_PROVIDERS, CREDENTIALS, INTERFACES
+from .upstreams import BUILTIN_PROVIDERS, INTERFACES, UPSTREAM_APIS
 
 # Names a client may send to mean "no particular model: let the gateway choose".
 AUTO_MODEL_NAMES = frozenset({"", "auto", "plano/auto"})
@@ -558,7 +558,7 @@ class _Parser:
                 f"must be one of {_one_of(INTERFACES)}, got {_show(interface)}",
             )
             interface = "openai"
-        credential = CREDENTIALS[interface]
+        upstream = UPSTREAM_APIS[interface]
         key, key_vars, missing = self.access_key(raw.get("access_key"), f"{path}.access_key", model)
         default = raw.get("default", False)
         if not isinstance(default, bool):
@@ -578,8 +578,8 @@ class _Parser:
             endpoint=endpoint,
             cluster=clusters[cluster_key],
             interface=interface,
-            auth_header=credential.header,
-            auth_prefix=credential.prefix,
+            auth_header=upstream.auth_header,
+            auth_prefix=upstream.auth_prefix,
             access_key=key,
             access_key_vars=key_vars,
             missing_vars=missing,

@@ -58,8 +58,7 @@ from .apis import ANTHROPIC_MESSAGES, API_METADATA, CLIENT_APIS, OPENAI_CHAT, Cl
 from .config import Config, Listener, Provider
 from .config import Endpoint as ProviderEndpoint
 from .errors import too_large
-from .translate import ANTHROPIC
-from .translate.base import ANTHROPIC_VERSION
+from .upstreams import UPSTREAM_APIS
 from .wire import (
     AUTH_KEY,
     CLIENT_ONLY_HEADERS,
@@ -408,12 +407,14 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
     # with the server's value. (Every x-plano-* header is dealt with by _our_headers.)
     remove = list(CLIENT_ONLY_HEADERS)
     add = [_add(p.auth_header, _metadata(AUTH_KEY))] if keyed else []
-    if p.interface == ANTHROPIC:
-        # Anthropic requires a version. An Anthropic client's own (and its anthropic-beta)
-        # pass untouched; the translated request is written for this one.
-        add.append(_add("anthropic-version", ANTHROPIC_VERSION, only_if_absent=not translated))
-    elif api.name == ANTHROPIC:
-        remove += ANTHROPIC_HEADERS
+    upstream = UPSTREAM_APIS[p.interface]
+    # What the upstream API requires (Anthropic: a version): a client of the same API sends
+    # its own (with its anthropic-beta), which pass untouched; a translated request is
+    # written for ours. A client's headers that only its own API knows go no further.
+    for name, value in upstream.required_headers.items():
+        add.append(_add(name, value, only_if_absent=not translated))
+    if translated:
+        remove += UPSTREAM_APIS[api.name].client_headers
     per_filter: dict[str, Any] = {}
     if translated:
         pair = f"{api.name}>{p.interface}"
@@ -705,7 +706,7 @@ class _Reply:
     anthropic_type: str | None = None  # None: the category of the type (api_error...)
 
     def body(self, api: ClientApi) -> Struct:
-        if api.name == ANTHROPIC:
+        if api is ANTHROPIC_MESSAGES:
             category = self.anthropic_type or (
                 "api_error" if self.type == "server_error" else "invalid_request_error"
             )

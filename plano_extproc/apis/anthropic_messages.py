@@ -17,8 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..translate import ANTHROPIC, OPENAI, PATHS
 from ..translate.error_shapes import anthropic_error, anthropic_type_for_status
+from ..upstreams import ANTHROPIC_NATIVE, OPENAI_COMPATIBLE
 from .base import ClientApi
 
 # Average characters per token of the Claude and GPT tokenizers on English prose and code
@@ -35,20 +35,23 @@ def _error(status: int, message: str, type: str, param: str | None, code: str | 
 
 
 ANTHROPIC_MESSAGES = ClientApi(
-    name=ANTHROPIC,
+    name=ANTHROPIC_NATIVE.name,
     metadata="anthropic",
     path="/v1/messages",
     route_prefix="messages",
-    upstream_paths={ANTHROPIC: PATHS[ANTHROPIC], OPENAI: PATHS[OPENAI]},
+    upstream_paths={
+        ANTHROPIC_NATIVE.name: ANTHROPIC_NATIVE.path,
+        OPENAI_COMPATIBLE.name: OPENAI_COMPATIBLE.path,
+    },
     error_object=_error,
 )
 
 COUNT_TOKENS = ClientApi(
-    name=ANTHROPIC,
+    name=ANTHROPIC_NATIVE.name,
     metadata="anthropic-count-tokens",
     path="/v1/messages/count_tokens",
     route_prefix="messages_count_tokens",  # a "messages" route: Anthropic's error shape
-    upstream_paths={ANTHROPIC: PATHS[ANTHROPIC] + "/count_tokens"},
+    upstream_paths={ANTHROPIC_NATIVE.name: str(ANTHROPIC_NATIVE.count_tokens_path)},
     error_object=_error,
     generates=False,
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import error_object
-from ..translate import ANTHROPIC, OPENAI, PATHS
+from ..upstreams import ANTHROPIC_NATIVE, OPENAI_COMPATIBLE
 from .base import ClientApi
 
 
@@ -18,10 +18,13 @@ def _error(status: int, message: str, type: str, param: str | None, code: str | 
 
 
 OPENAI_CHAT = ClientApi(
-    name=OPENAI,
+    name=OPENAI_COMPATIBLE.name,
     metadata="openai",
     path="/v1/chat/completions",
     route_prefix="chat",
-    upstream_paths={OPENAI: PATHS[OPENAI], ANTHROPIC: PATHS[ANTHROPIC]},
+    upstream_paths={
+        OPENAI_COMPATIBLE.name: OPENAI_COMPATIBLE.path,
+        ANTHROPIC_NATIVE.name: ANTHROPIC_NATIVE.path,
+    },
     error_object=_error,
 )

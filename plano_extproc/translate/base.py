@@ -28,13 +28,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, TypeGuard
 
+from ..upstreams import ANTHROPIC_NATIVE, ANTHROPIC_VERSION, OPENAI_COMPATIBLE
 from .sse import Event, SSEParser, dumps
 
-OPENAI = "openai"
-ANTHROPIC = "anthropic"
+OPENAI = OPENAI_COMPATIBLE.name
+ANTHROPIC = ANTHROPIC_NATIVE.name
 # Each API's endpoint below a provider's base URL ("https://api.anthropic.com/v1").
-PATHS = {OPENAI: "/chat/completions", ANTHROPIC: "/messages"}
-ANTHROPIC_VERSION = "2023-06-01"
+PATHS = {OPENAI: OPENAI_COMPATIBLE.path, ANTHROPIC: ANTHROPIC_NATIVE.path}
 # What a bug in a translator is turned into rather than an exception out of it.
 _UNEXPECTED = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
 

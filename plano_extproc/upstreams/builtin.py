@@ -5,41 +5,23 @@ provider speaks (``interface``): OpenAI's chat completions at ``base_url`` +
 ``/chat/completions``, or Anthropic's Messages at ``base_url`` + ``/messages``. A config entry
 may say otherwise with ``provider_interface`` (e.g. Anthropic through its OpenAI-compatible
 endpoint, which Anthropic means for testing and comparing models, not for production).
+The APIs themselves are the other modules of this package.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-OPENAI = "openai"
-ANTHROPIC = "anthropic"
-INTERFACES = (OPENAI, ANTHROPIC)
-
-
-@dataclass(frozen=True)
-class Credential:
-    """Header that carries a provider's key, and the text before the key in its value."""
-
-    header: str
-    prefix: str
-
-
-# How each upstream API takes its key.
-CREDENTIALS = {
-    OPENAI: Credential("authorization", "Bearer "),
-    ANTHROPIC: Credential("x-api-key", ""),
-}
-
 
 @dataclass(frozen=True)
 class ProviderSpec:
     base_url: str
-    interface: str = OPENAI  # the API it speaks unless the config says otherwise
+    interface: str = "openai"  # the API it speaks unless the config says otherwise
 
 
 BUILTIN_PROVIDERS: dict[str, ProviderSpec] = {
     "openai": ProviderSpec("https://api.openai.com/v1"),
-    "anthropic": ProviderSpec("https://api.anthropic.com/v1", ANTHROPIC),
+    "anthropic": ProviderSpec("https://api.anthropic.com/v1", "anthropic"),
     "gemini": ProviderSpec("https://generativelanguage.googleapis.com/v1beta/openai"),
     "groq": ProviderSpec("https://api.groq.com/openai/v1"),
     "mistral": ProviderSpec("https://api.mistral.ai/v1"),
