@@ -29,7 +29,10 @@ def summarize(config: Config) -> str:
     ]
     for p in config.providers:
         flag = "  [default]" if p.default else ""
-        lines.append(f"  {p.name}{flag}  -> {p.endpoint.url}  cluster {p.cluster}  {_key(p)}")
+        lines.append(
+            f"  {p.name}{flag}  -> {p.endpoint.url} ({p.interface} API)  cluster {p.cluster}  "
+            f"{_key(p)}"
+        )
     lines.append(f"aliases ({len(config.aliases)}):")
     lines += [f"  {a.name} -> {a.target.name}" for a in config.aliases.values()]
     routes = [(r, p) for p in config.providers for r in p.routing_preferences]
@@ -45,6 +48,9 @@ def summarize(config: Config) -> str:
             + (f", decoding {r.decoding}" if r.kind == "arch" else "")
         )
         lines.append(f"no model named -> the router; other or fallback -> {fallback}")
+        if r.route_named_models:
+            patterns = ", ".join(r.route_named_models)
+            lines.append(f"models named {patterns} -> the router; other -> the named model")
     else:
         lines.append(f"no model named -> {fallback}")
     for warning in config.warnings:
