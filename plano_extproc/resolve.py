@@ -137,7 +137,8 @@ def resolve_preference(
 ) -> Decision | ErrorReply:
     """The decision for a request the router read. ``None`` (a timeout or router failure),
     "other" and a choice below ``min_confidence`` go to the ``fallback`` model the client
-    named, or else to the default provider."""
+    named, or to the default provider when it named none or one the config does not
+    serve."""
     if (
         choice is not None
         and choice.route != OTHER
@@ -146,7 +147,12 @@ def resolve_preference(
         for route in config.routes:
             if route.name == choice.route:
                 return _checked(Decision(route.provider, "preference", route.name))
-    return _checked(_choose(fallback, config))
+    decision = _choose(fallback, config)
+    if isinstance(decision, ErrorReply) and fallback is not None and config.default is not None:
+        # A model sent through the router that the config does not serve (a coding agent's
+        # dated model name): the default serves it rather than a 400 for a routed request.
+        decision = Decision(config.default, "default")
+    return _checked(decision)
 
 
 def _checked(decision: Decision | ErrorReply) -> Decision | ErrorReply:

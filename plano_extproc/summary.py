@@ -50,7 +50,10 @@ def summarize(config: Config) -> str:
         lines.append(f"no model named -> the router; other or fallback -> {fallback}")
         if r.route_named_models:
             patterns = ", ".join(r.route_named_models)
-            lines.append(f"models named {patterns} -> the router; other -> the named model")
+            lines.append(
+                f"models named {patterns} -> the router; other -> the named model "
+                "(or the default, for a model not served)"
+            )
     else:
         lines.append(f"no model named -> {fallback}")
     for warning in config.warnings:
