@@ -1,21 +1,30 @@
 """The gateway's cost under load, against Envoy alone on the same machine in the same run.
 
     python bench/load_bench.py [--rounds 3] [--seconds 5] [--sweep] [--soak 60]
-                               [--quick] [--profile SECONDS [--native]] [--write FILE]
+                               [--quick] [--only TARGET,...] [--profile SECONDS [--native]]
+                               [--write FILE]
 
 Everything runs on 127.0.0.1 and is started and stopped here: a fake provider (an Envoy
-answering a fixed chat.completion with direct_response, so it is never the bottleneck), a
-streaming fake provider (bench/upstreams.py: a first chunk at once, the rest 5 ms later),
-Envoy alone proxying to both (the floor), and gateways (`plano-extproc up`: Envoy and the
-ext_proc server) in front of them: the default one, one on the grpcio transport for
-comparison, and, for the sweep, one with two server workers. Every Envoy runs one worker
-thread (`--concurrency 1`): the machine this was written on has two cores.
+answering a fixed chat.completion, or at .../messages a fixed Anthropic message, with
+direct_response, so it is never the bottleneck), a streaming fake provider
+(bench/upstreams.py: OpenAI's chunks, or Anthropic's events at .../messages; the first at
+once, the rest 5 ms later), Envoy alone proxying to both (the floor), and gateways
+(`plano-extproc up`: Envoy and the ext_proc server) in front of them: the default one, one on
+the grpcio transport for comparison, and, for the sweep, one with two server workers. Every
+Envoy runs one worker thread (`--concurrency 1`): the machine this was written on has two
+cores.
+
+Clients speak OpenAI's chat completions or Anthropic's Messages (/v1/messages), and so do
+the providers: the same API end to end (one ext_proc message per request), or translated
+both ways (a second ext_proc stream reads the response). Each gateway row is measured
+against Envoy alone sending the same client's body to the upstream that the gateway uses
+(TARGETS: the floor of each row); a translated row's floor is the upstream's own API.
 
 Each round runs every configuration once, in turn (rotated each round), so slow drifts of a
 shared machine hit all of them alike; the tables show medians over the rounds. wrk gives
-req/s, p50 and p99; a small asyncio client (loadgen.first_byte) times the first byte of
-streamed answers to the nanosecond (hey's CSV rounds it to 0.1 ms). CPU time per request and
-peak RSS come from /proc.
+req/s, p50 and p99; a small asyncio client (loadgen.first_byte) times the first body chunk
+of streamed answers (the first token) to the nanosecond (hey's CSV rounds to 0.1 ms). CPU
+time per request and peak RSS come from /proc.
 """
 
 from __future__ import annotations
@@ -80,6 +89,14 @@ llm_providers:
   - model: openai/gpt-stream
     base_url: http://127.0.0.1:{stream}/v1
     access_key: sk-bench-openai
+  # Native Anthropic upstreams (the built-in anthropic provider speaks the Messages API):
+  # POST {{base_url}}/messages, the path the floor's Anthropic-shaped requests take too.
+  - model: anthropic/claude-bench
+    base_url: http://127.0.0.1:{provider}/v1
+    access_key: sk-bench-anthropic
+  - model: anthropic/claude-stream
+    base_url: http://127.0.0.1:{stream}/v1
+    access_key: sk-bench-anthropic
 model_aliases:
   fast-model:
     target: gpt-5.2
@@ -112,22 +129,49 @@ def chat_body(model: str | None, size: int, stream: bool = False, vary: bool = F
     return json.dumps(body).encode()
 
 
+def anthropic_body(model: str | None, size: int, stream: bool = False) -> bytes:
+    """``chat_body``'s conversation as an Anthropic Messages request: the system prompt
+    apart, ``max_tokens`` (which the API requires) first."""
+    chat = json.loads(chat_body(model, size))
+    messages = chat.pop("messages")
+    body: dict[str, object] = {"model": model} if model is not None else {}
+    body["max_tokens"] = chat["max_tokens"]
+    body["system"] = messages[0]["content"]
+    body["messages"] = messages[1:]
+    body["temperature"] = chat["temperature"]
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
 # --- the processes ---
+
+OPENAI, ANTHROPIC = "openai", "anthropic"  # the client APIs
+PATHS = {OPENAI: "/v1/chat/completions", ANTHROPIC: "/v1/messages"}
+HEADERS = {OPENAI: loadgen.OPENAI_HEADERS, ANTHROPIC: loadgen.ANTHROPIC_HEADERS}
 
 
 @dataclass(frozen=True)
 class Gateway:
-    url: str
+    base: str  # http://127.0.0.1:PORT
     servers: tuple[int, ...]  # the ext_proc server processes
     envoy: int
+
+    @property
+    def url(self) -> str:  # chat completions
+        return self.base + PATHS[OPENAI]
 
 
 @dataclass(frozen=True)
 class Stack:
-    floor: str  # Envoy alone, to the fast provider
-    floor_stream: str  # Envoy alone, to the streaming provider
+    floor_base: str  # Envoy alone, to the fast provider
+    floor_stream_base: str  # Envoy alone, to the streaming provider
     floor_envoy: int
     gateways: dict[str, Gateway]  # "h2 x1": engine, server workers
+
+    @property
+    def floor(self) -> str:  # chat completions
+        return self.floor_base + PATHS[OPENAI]
 
 
 @contextmanager
@@ -170,21 +214,16 @@ def stack(workdir: Path, gateways: tuple[str, ...]) -> Iterator[Stack]:
                     "--concurrency", str(ENVOY_CONCURRENCY), "--workers", workers,
                     "--engine", engine, "--extproc-port", str(procs.free_ports(int(workers))),
                     "--admin-port", str(procs.free_port())]  # fmt: skip
-            url = _url(port, "/v1/chat/completions")
+            url = _url(port, PATHS[OPENAI])
             ready = functools.partial(procs.http_ok, url, chat_body("openai/gpt-5.2", 1000))
             up = start(f"gateway-{engine}-{workers}", argv, ready)
             kids = procs.children(up)
             servers = tuple(p for p in kids if b" serve " in _cmdline(p))
-            running[key] = Gateway(url, servers, next(p for p in kids if p not in servers))
-        yield Stack(
-            _url(floor, "/v1/chat/completions"),
-            _url(floor_stream, "/v1/chat/completions"),
-            floor_envoy,
-            running,
-        )
+            running[key] = Gateway(_url(port), servers, next(p for p in kids if p not in servers))
+        yield Stack(_url(floor), _url(floor_stream), floor_envoy, running)
 
 
-def _url(port: int, path: str) -> str:
+def _url(port: int, path: str = "") -> str:
     return f"http://127.0.0.1:{port}{path}"
 
 
@@ -194,23 +233,82 @@ def _cmdline(pid: int) -> bytes:
 
 # --- one configuration under load ---
 
-LABELS = {
-    "envoy": "Envoy alone",
-    "model": "gateway, model-routed",
-    "alias": "gateway, alias-routed",
-    "preference": "gateway, preference-routed (a new conversation each request)",
-    "preference-repeat": "gateway, preference-routed, repeated (the decision cache)",
-    "stream-envoy": "Envoy alone, streamed: time to first byte",
-    "stream": "gateway, streamed: time to first byte",
-}
-MODELS = {
-    "envoy": "openai/gpt-5.2",
-    "model": "openai/gpt-5.2",
-    "alias": "fast-model",
-    "preference": None,
-    "preference-repeat": None,
-    "stream-envoy": "openai/gpt-stream",
-    "stream": "openai/gpt-stream",
+
+@dataclass(frozen=True)
+class Target:
+    """What one row sends, where, and what it is measured against."""
+
+    label: str
+    model: str | None  # the body's model (None: the router chooses)
+    api: str = OPENAI  # the client's API (its path, headers and body)
+    floor: str | None = "envoy"  # the Envoy-alone target for this one; None: a floor itself
+    stream: bool = False  # streamed: timed to the first token (loadgen.first_byte)
+
+
+TARGETS = {
+    # The floors: Envoy alone, the same client body to the upstream the gateway uses.
+    "envoy": Target("Envoy alone", "openai/gpt-5.2", floor=None),
+    "messages-envoy": Target(
+        "Envoy alone, Messages (Anthropic client and upstream)",
+        "anthropic/claude-bench",
+        ANTHROPIC,
+        floor=None,
+    ),
+    "model": Target("gateway, model-routed", "openai/gpt-5.2"),
+    "alias": Target("gateway, alias-routed", "fast-model"),
+    "preference": Target("gateway, preference-routed (a new conversation each request)", None),
+    "preference-repeat": Target("gateway, preference-routed, repeated (the decision cache)", None),
+    "messages": Target(
+        "gateway, Messages to an Anthropic upstream, model-routed",
+        "anthropic/claude-bench",
+        ANTHROPIC,
+        floor="messages-envoy",
+    ),
+    # Translated both ways; the floor is Envoy alone to the same upstream in its own API.
+    "translated-a2o": Target(
+        "gateway, translated: Messages client, OpenAI upstream", "openai/gpt-5.2", ANTHROPIC
+    ),
+    "translated-o2a": Target(
+        "gateway, translated: OpenAI client, Anthropic upstream",
+        "anthropic/claude-bench",
+        floor="messages-envoy",
+    ),
+    "stream-envoy": Target(
+        "Envoy alone, streamed: time to first token", "openai/gpt-stream", floor=None, stream=True
+    ),
+    "stream-messages-envoy": Target(
+        "Envoy alone, Messages streamed: time to first token",
+        "anthropic/claude-stream",
+        ANTHROPIC,
+        floor=None,
+        stream=True,
+    ),
+    "stream": Target(
+        "gateway, streamed: time to first token",
+        "openai/gpt-stream",
+        floor="stream-envoy",
+        stream=True,
+    ),
+    "stream-messages": Target(
+        "gateway, Messages streamed to an Anthropic upstream: time to first token",
+        "anthropic/claude-stream",
+        ANTHROPIC,
+        floor="stream-messages-envoy",
+        stream=True,
+    ),
+    "stream-a2o": Target(
+        "gateway, translated stream: Messages client, OpenAI upstream: time to first token",
+        "openai/gpt-stream",
+        ANTHROPIC,
+        floor="stream-envoy",
+        stream=True,
+    ),
+    "stream-o2a": Target(
+        "gateway, translated stream: OpenAI client, Anthropic upstream: time to first token",
+        "anthropic/claude-stream",
+        floor="stream-messages-envoy",
+        stream=True,
+    ),
 }
 BODY_SIZES = {"1 KB": 1000, "100 KB": 100_000}
 
@@ -223,14 +321,17 @@ class Case:
     gateway: str = DEFAULT
 
     @property
+    def spec(self) -> Target:
+        return TARGETS[self.target]
+
+    @property
     def floor(self) -> Case:
-        kind = "stream-envoy" if self.target.startswith("stream") else "envoy"
-        return Case(kind, self.body, self.clients)
+        return Case(self.spec.floor or self.target, self.body, self.clients)
 
     @property
     def label(self) -> str:
-        label = LABELS[self.target]
-        if self.gateway != DEFAULT and "envoy" not in self.target:
+        label = self.spec.label
+        if self.gateway != DEFAULT and self.spec.floor is not None:
             engine, workers = self.gateway.split(" x")
             extra = [f"{engine} transport"] if engine != "h2" else []
             extra += [f"{workers} server workers"] if workers != "1" else []
@@ -247,6 +348,7 @@ class Sample:
     failed: int
     server_us: float | None  # ext_proc server CPU per request (all workers)
     envoy_us: float  # the front Envoy's CPU per request
+    head_p50_ms: float | None = None  # streamed: the answer's first byte (its status line)
 
 
 class Runner:
@@ -257,28 +359,36 @@ class Runner:
     def body(self, case: Case) -> Path:
         path = self.workdir / f"body-{case.target}-{BODY_SIZES[case.body]}.json"
         if not path.exists():
-            stream = case.target.startswith("stream")
-            vary = case.target == "preference"
-            body = chat_body(MODELS[case.target], BODY_SIZES[case.body], stream, vary)
+            spec, size = case.spec, BODY_SIZES[case.body]
+            if spec.api == ANTHROPIC:
+                body = anthropic_body(spec.model, size, spec.stream)
+            else:
+                body = chat_body(spec.model, size, spec.stream, case.target == "preference")
             path.write_bytes(body)
         return path
 
     def run(self, case: Case) -> Sample:
-        if "envoy" in case.target:
-            url = self.stack.floor_stream if case.target == "stream-envoy" else self.stack.floor
+        spec = case.spec
+        if spec.floor is None:
+            base = self.stack.floor_stream_base if spec.stream else self.stack.floor_base
             servers: tuple[int, ...] = ()
             envoy = self.stack.floor_envoy
         else:
             gateway = self.stack.gateways[case.gateway]
-            url, servers, envoy = gateway.url, gateway.servers, gateway.envoy
+            base, servers, envoy = gateway.base, gateway.servers, gateway.envoy
+        url, headers = base + PATHS[spec.api], HEADERS[spec.api]
         before = procs.cpu_seconds(list(servers)), procs.cpu_seconds([envoy])
-        if case.target.startswith("stream"):
-            first = loadgen.first_byte(url, self.body(case), case.clients, self.seconds)
+        head: float | None = None
+        if spec.stream:
+            first = loadgen.first_byte(
+                url, self.body(case), case.clients, self.seconds, headers=headers
+            )
             n, failed = first.requests + first.failed, first.failed
-            rps, p50, p99 = n / self.seconds, first.p50_ms, first.p99_ms
+            rps, p50, p99 = n / self.seconds, first.token_p50_ms, first.token_p99_ms
+            head = first.p50_ms
         else:
             vary = case.target == "preference"
-            load = loadgen.wrk(url, self.body(case), case.clients, self.seconds, vary)
+            load = loadgen.wrk(url, self.body(case), case.clients, self.seconds, vary, headers)
             n, failed, rps, p50, p99 = (
                 load.requests,
                 load.failed,
@@ -291,7 +401,7 @@ class Runner:
         sample = Sample(
             rps, p50, p99, n, failed,
             server_s / n * 1e6 if servers and n else None,
-            envoy_s / n * 1e6 if n else 0.0,
+            envoy_s / n * 1e6 if n else 0.0, head,
         )  # fmt: skip
         self.samples[case].append(sample)
         return sample
@@ -302,7 +412,7 @@ class Runner:
             for case in cases[shift:] + cases[:shift]:
                 s = self.run(case)
                 print(
-                    f"  round {r + 1}/{rounds}  {case.label[:46]:46} {case.body:>6} "
+                    f"  round {r + 1}/{rounds}  {case.label[:60]:60} {case.body:>6} "
                     f"c={case.clients:<3} {s.rps:7.0f} req/s  p50 {s.p50_ms:6.2f}  "
                     f"p99 {s.p99_ms:6.2f} ms  failed {s.failed}",
                     flush=True,
@@ -372,8 +482,17 @@ def targets(runner: Runner, soak_result: dict[str, float] | None) -> list[str]:
     for clients in (1, 16):
         _, ttfb, _ = runner.vs_floor(Case("stream", "1 KB", clients))
         rows.append(
-            (f"streamed, added time to first byte, {clients} client(s)", ttfb, "<=", 0.5, "ms")
+            (f"streamed, added time to first token, {clients} client(s)", ttfb, "<=", 0.5, "ms")
         )
+    for target, name in (
+        ("stream-a2o", "Messages client, OpenAI upstream"),
+        ("stream-o2a", "OpenAI client, Anthropic upstream"),
+    ):
+        _, ttft, _ = runner.vs_floor(Case(target, "1 KB", 1))
+        rows.append(
+            (f"translated streaming ({name}), added time to first token, 1 client", ttft,
+             "<=", 1.0, "ms")
+        )  # fmt: skip
     if soak_result is not None:
         rows.append(("server RSS growth over the soak", soak_result["growth_mb"], "<=", 5, "MB"))
         rows.append(("failed requests in the soak", soak_result["failed"], "<=", 0, ""))
@@ -402,6 +521,22 @@ def targets(runner: Runner, soak_result: dict[str, float] | None) -> list[str]:
             else ("yes" if (value >= limit if op == ">=" else value <= limit) else "**no**")
         )
         lines.append(f"| {name} | {limit_shown} | {shown} | {met} |")
+    return lines
+
+
+def streamed(runner: Runner, cases: list[Case]) -> list[str]:
+    """The streamed rows' first byte (the status line) beside their first token (the first
+    body chunk): a translated stream's headers leave before its first chunk is translated."""
+    lines = [
+        "| configuration | clients | first byte p50 ms | first token p50 ms |",
+        "|---|---|---|---|",
+    ]
+    for case in cases:
+        if case.spec.stream:
+            lines.append(
+                f"| {case.label} | {case.clients} | {_fmt(runner.median(case, 'head_p50_ms'))} "
+                f"| {_fmt(runner.median(case, 'p50_ms'))} |"
+            )
     return lines
 
 
@@ -520,7 +655,13 @@ def main_cases() -> list[Case]:
         cases.append(Case("model", "1 KB", clients, "grpcio x1"))
         cases.append(Case("preference", "1 KB", clients))
         cases.append(Case("preference-repeat", "1 KB", clients))
-        cases += [Case(t, "1 KB", clients) for t in ("stream-envoy", "stream")]
+        # Anthropic's Messages API, and each API translated to the other.
+        cases += [
+            Case(t, "1 KB", clients)
+            for t in ("messages-envoy", "messages", "translated-a2o", "translated-o2a")
+        ]
+        streams = ("stream-envoy", "stream", "stream-messages-envoy", "stream-messages")
+        cases += [Case(t, "1 KB", clients) for t in (*streams, "stream-a2o", "stream-o2a")]
     return cases
 
 
@@ -546,6 +687,10 @@ def main() -> int:
     parser.add_argument("--sweep", action="store_true", help="also sweep 1..64 clients")
     parser.add_argument("--soak", type=float, default=60.0, help="seconds of full load (0: none)")
     parser.add_argument("--quick", action="store_true", help="only Envoy alone and model-routed")
+    parser.add_argument(
+        "--only",
+        help="only these targets (comma-separated; their floors run too): " + ", ".join(TARGETS),
+    )
     parser.add_argument("--profile", type=float, default=0, help="only profile, this many s")
     parser.add_argument("--native", action="store_true", help="profile C frames too")
     parser.add_argument("--write", type=Path, help="write the report into this file's section")
@@ -556,6 +701,12 @@ def main() -> int:
     if args.quick:
         cases = [c for c in cases if c.target in ("envoy", "model") and c.body == "1 KB"]
         cases = [c for c in cases if c.gateway == DEFAULT]
+    if args.only:
+        wanted = set(args.only.split(","))
+        if wanted - set(TARGETS):
+            parser.error(f"--only: unknown target(s) {', '.join(sorted(wanted - set(TARGETS)))}")
+        keep = {c for c in cases if c.target in wanted}
+        cases = [c for c in cases if c in keep or c in {k.floor for k in keep}]
     sweep = sweep_cases() if args.sweep else []
     gateways = tuple(sorted({DEFAULT, *(c.gateway for c in cases + sweep)}))
     if args.profile:
@@ -581,8 +732,10 @@ def main() -> int:
         f"Medians of {args.rounds} interleaved rounds of {args.seconds:g} s each. Every Envoy "
         "(floor, gateway, fake provider) has one worker thread; wrk (one thread) and the "
         "first-byte client run on the same two cores. Streamed rows give the time to the first "
-        "byte (bench/loadgen.py's client), the others "
-        "the whole answer (wrk).",
+        "token, the first chunk of the body (bench/loadgen.py's client), the others "
+        "the whole answer (wrk). Each gateway row is against its own floor: Envoy alone "
+        "sending the same client body to the upstream the gateway uses (for a translated "
+        "row, in the upstream's API: bench/load_bench.py TARGETS).",
         "",
         "### Targets",
         "",
@@ -594,6 +747,10 @@ def main() -> int:
         "",
         f"Server peak RSS (VmHWM) of the default gateway, with the embedded router loaded: "
         f"{peak / 1024:.0f} MB.",
+        "",
+        "### Streamed: first byte and first token",
+        "",
+        *streamed(runner, cases),
         "",
         "### Idle time between requests",
         "",

@@ -2,9 +2,12 @@
 never to be the bottleneck, a streaming fake provider, and "Envoy alone" (the floor).
 
 The fast provider is a second Envoy answering every request with a fixed chat.completion
-(``direct_response``): it costs a few microseconds per request, far less than anything in
-front of it. The streaming provider must pause between chunks, which ``direct_response``
-cannot, so it is a small asyncio server run as its own process:
+(``direct_response``), or, at a path ending in ``/messages``, with a fixed Anthropic Messages
+response: it costs a few microseconds per request, far less than anything in front of it.
+The streaming provider must pause between chunks, which ``direct_response`` cannot, so it is
+a small asyncio server run as its own process; it streams OpenAI's chunks (and the usage
+chunk when the request asks for it), or Anthropic's events at a path ending in
+``/messages``:
 
     python bench/upstreams.py stream --port PORT [--pause-ms 5]
 """
@@ -37,16 +40,104 @@ COMPLETION = json.dumps(
 )
 
 
-def _chunk(content: str, finish: str | None = None) -> bytes:
+# Anthropic's Messages API, as its native upstreams answer (a path ending in /messages).
+MESSAGE = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-bench",
+        "content": [{"type": "text", "text": "A fixed answer from the bench."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 250, "output_tokens": 8},
+    },
+    separators=(",", ":"),
+)
+MESSAGES_PATH = r".*/messages"  # what the fakes answer in Anthropic's shape (query aside)
+
+
+def _event(name: str, payload: dict[str, object]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def _anthropic_stream() -> tuple[bytes, bytes]:
+    """Anthropic's event stream in two parts, as the API sends it: what comes at once (the
+    message's start, its text block's start, a ping, the first text delta), then the rest
+    (one more delta, the block's stop, message_delta with the stop reason and the final
+    usage, message_stop)."""
+    start = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-bench",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 250, "output_tokens": 1},
+    }
+
+    def delta(text: str) -> bytes:
+        return _event(
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": text},
+            },
+        )
+
+    first = (
+        _event("message_start", {"type": "message_start", "message": start})
+        + _event(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        )
+        + _event("ping", {"type": "ping"})
+        + delta("A fixed")
+    )
+    rest = (
+        delta(" answer.")
+        + _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        + _event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 3},
+            },
+        )
+        + _event("message_stop", {"type": "message_stop"})
+    )
+    return first, rest
+
+
+def _chunk(content: str, finish: str | None = None, usage: bool = False) -> bytes:
+    """One chat.completion.chunk; with ``usage``, the last one OpenAI sends when the request
+    asked for ``stream_options.include_usage``: no choices, the usage."""
     delta = {"content": content} if content else {}
-    event = {
+    event: dict[str, object] = {
         "id": "chatcmpl-bench",
         "object": "chat.completion.chunk",
         "created": 1764115200,
         "model": "gpt-5.2",
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
+    if usage:
+        event["choices"] = []
+        event["usage"] = {"prompt_tokens": 250, "completion_tokens": 3, "total_tokens": 253}
     return f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+def _wants_usage(body: bytes) -> bool:
+    if b"include_usage" not in body:
+        return False
+    options = json.loads(body).get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _address(port: int) -> dict[str, object]:
@@ -88,19 +179,26 @@ def _bootstrap(
 
 
 def fake_provider_bootstrap(port: int, admin_port: int, buffer_limit: int) -> str:
-    """An Envoy that answers every request with ``COMPLETION``."""
-    route = {
-        "match": {"prefix": "/"},
-        "direct_response": {"status": 200, "body": {"inline_string": COMPLETION}},
-        "response_headers_to_add": [
-            {"header": {"key": "content-type", "value": "application/json"}}
-        ],
-    }
+    """An Envoy that answers a path ending in ``/messages`` with ``MESSAGE`` and every other
+    request with ``COMPLETION``."""
+    json_type = [{"header": {"key": "content-type", "value": "application/json"}}]
+    routes: list[dict[str, object]] = [
+        {
+            "match": {"safe_regex": {"regex": MESSAGES_PATH}},
+            "direct_response": {"status": 200, "body": {"inline_string": MESSAGE}},
+            "response_headers_to_add": json_type,
+        },
+        {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 200, "body": {"inline_string": COMPLETION}},
+            "response_headers_to_add": json_type,
+        },
+    ]
     listener = {
         "name": "provider",
         "address": _address(port),
         "per_connection_buffer_limit_bytes": buffer_limit,
-        "filter_chains": [{"filters": [_http_manager("provider", [route])]}],
+        "filter_chains": [{"filters": [_http_manager("provider", routes)]}],
     }
     return _bootstrap(admin_port, [listener], [])
 
@@ -148,16 +246,24 @@ async def _serve_stream(
     head = (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
     )
-    first, rest = _chunk("A fixed"), _chunk(" answer.", "stop") + b"data: [DONE]\n\n"
+    done = b"data: [DONE]\n\n"
+    openai = _chunk("A fixed"), _chunk(" answer.", "stop") + done
+    with_usage = openai[0], _chunk(" answer.", "stop") + _chunk("", usage=True) + done
+    anthropic = _anthropic_stream()
     try:
         while True:
             headers = await reader.readuntil(b"\r\n\r\n")
+            target = headers.split(b" ", 2)[1].split(b"?", 1)[0]
             length = 0
             for line in headers.split(b"\r\n"):
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
+            if target.endswith(b"/messages"):
+                first, rest = anthropic
+            else:
+                first, rest = with_usage if _wants_usage(body) else openai
             writer.write(head + b"%x\r\n%s\r\n" % (len(first), first))
             await writer.drain()
             await asyncio.sleep(pause)
