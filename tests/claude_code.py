@@ -10,6 +10,8 @@ What Claude Code 2.1.332 does, seen on this machine against a fake Messages serv
   to the base URL (no GET, no HEAD, no count_tokens). A run takes 0.5-1.5 s.
 - CLAUDE_CODE_MAX_RETRIES=0: by default a 5xx is retried with backoff for minutes (14 POSTs in
   40 s); with 0 it gives up after one request (exit 1, "API Error: 500 ..." on stdout).
+- ANTHROPIC_DEFAULT_HAIKU_MODEL / ANTHROPIC_SMALL_FAST_MODEL name its small background model;
+  with the variables above, `-p` (a tool loop included) made no background request at all.
 - CLAUDE_CODE_DISABLE_LEGACY_MODEL_REMAP=1: without it `--model claude-opus-4-1` is sent as
   `claude-opus-5-5`. Any other name is sent as given (an unknown one only warns on stderr:
   "Claude Code doesn't recognize the model ...").
@@ -28,8 +30,12 @@ What Claude Code 2.1.332 does, seen on this machine against a fake Messages serv
   budget_tokens for claude-sonnet-4-5), context_management, output_config ({"effort": "high"}),
   stream: true. The shape depends on the model name.
 - Messages: the user turn is a list of text blocks, `<system-reminder>` blocks first, the typed
-  prompt last. For a model it does not know (and for Opus) a `{"role": "system"}` message
-  (environment, skills, date) FOLLOWS that user turn, so the last message is not the user's.
+  prompt last. For a model name it does not know (an alias such as `coder`, `gpt-5.2`) and
+  for the newest Opus (claude-opus-4-8; not claude-opus-4-6) a `{"role": "system"}` message
+  (environment, skills, date) FOLLOWS that user turn, so the last message is not the user's,
+  and anthropic-beta adds mid-conversation-tool-changes-2026-07-01; names it knows
+  (claude-haiku-4-5, claude-sonnet-4-6, claude-opus-4-1 with the remap off) send the user
+  turn alone.
   A tool loop's next request appends the assistant's tool_use turn and a user turn holding only
   the tool_result block (with cache_control).
 - The reply may be the minimal SSE sequence (message_start, content_block_start,
