@@ -8,6 +8,8 @@ Request (``POST /v1/messages`` body -> ``POST /v1/chat/completions`` body):
 | ``model``                                  | ``model`` = the provider's model id             |
 | ``system`` (string or text blocks)         | one leading ``system`` message (blocks joined   |
 |                                            | with a blank line)                              |
+| ``system``-role messages (Claude Code      | ``system`` messages where they stand            |
+| sends one after the user's turn)           |                                                 |
 | user ``text`` blocks                       | a string (several joined with a blank line);    |
 |                                            | ``text`` parts when images or files come along  |
 | ``image`` base64 / url source              | ``image_url`` with a ``data:`` URL / the URL    |
@@ -212,6 +214,12 @@ def _messages(body: Mapping[str, Any]) -> list[JSON]:
             out.extend(_user_messages(content, where))
         elif role == "assistant":
             out.extend(_assistant_message(content, where))
+        elif role == "system":
+            # Claude Code sends the environment (date, working directory) as a system-role
+            # message after the user's turn; OpenAI takes system messages anywhere.
+            text = _system_text(content)
+            if text:
+                out.append({"role": "system", "content": text})
         else:
             raise TranslationError(f"Unknown message role {role!r}.", f"{where}.role")
     return out

@@ -215,13 +215,6 @@ KNOWN_ALIAS = "claude-sonnet-4-6"
 CUSTOM_ALIAS = "coder"
 # A name the preference router reads (routing.route_named_models), itself the fallback.
 ROUTED_NAME = "claude-opus-4-1"
-SYSTEM_ROLE_BUG = (
-    "product bug: for a model name Claude Code does not know (and claude-opus-4-8) it sends a "
-    "{'role': 'system'} "
-    "message after the user turn; plano_extproc/translate/anthropic_to_openai.py _messages() "
-    "refuses it (400 \"messages[1].role: Unknown message role 'system'.\") instead of "
-    "translating it to an OpenAI system message"
-)
 
 
 @dataclass
@@ -372,8 +365,8 @@ def test_via_gateway_to_openai_by_alias(through: Upstreams) -> None:
 
 
 # Claude Code's newest Opus sends the system message too: sent through the router (it matches
-# route_named_models, the config does not serve it), it reaches the OpenAI default.
-@pytest.mark.xfail(strict=True, reason=SYSTEM_ROLE_BUG)
+# route_named_models, the config does not serve it), it reaches the OpenAI default. The
+# system-role message becomes an OpenAI system message where it stands.
 @pytest.mark.parametrize("model", [CUSTOM_ALIAS, "claude-opus-4-8"])
 def test_via_gateway_to_openai_names_claude_code_does_not_know(
     through: Upstreams, model: str

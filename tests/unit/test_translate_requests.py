@@ -864,7 +864,7 @@ def test_anthropic_parameters(fields: dict[str, Any], expected: dict[str, Any]) 
     ("messages", "param"),
     [
         ("Hi", "messages"),
-        ([{"role": "system", "content": "x"}], "messages[0].role"),
+        ([{"role": "tool", "content": "x"}], "messages[0].role"),
         ([{"role": "user", "content": 3}], "messages[0].content"),
         (
             [
@@ -1095,3 +1095,23 @@ def test_any_request_translates_or_is_refused(body: dict[str, Any]) -> None:
         else:
             assert out["model"] == "m"
             json.dumps(out)
+
+
+def test_a_system_role_message_in_messages_stays_a_system_message() -> None:
+    # Claude Code sends its environment as a system-role message after the user's turn.
+    body = {
+        "model": "m",
+        "max_tokens": 10,
+        "system": "You are Claude Code.",
+        "messages": [
+            {"role": "user", "content": "fix the bug"},
+            {"role": "system", "content": [{"type": "text", "text": "Today is Sunday."}]},
+            {"role": "system", "content": ""},
+        ],
+    }
+    out = translator("anthropic", "openai").request(body, "gpt-5.2")
+    assert out["messages"] == [
+        {"role": "system", "content": "You are Claude Code."},
+        {"role": "user", "content": "fix the bug"},
+        {"role": "system", "content": "Today is Sunday."},
+    ]
