@@ -363,8 +363,8 @@ def _response_ext_proc(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
                 untyped=[RESPONSE_NAMESPACE]
             )
         ),
-        # A response that is not an event stream is read whole (response_translation.py).
-        allow_mode_override=True,
+        # The first chunk goes with the headers: one round trip to the first token, not two.
+        send_body_without_waiting_for_header_response=True,
         message_timeout=timedelta(seconds=options.message_timeout_s),
         status_on_error=HttpStatus(code=STATUS_ON_ERROR),
     )

@@ -7,13 +7,17 @@ server feeds each message to ``TranslatedResponse.handle`` and sends back what i
 
 - A 2xx event stream is translated as it flows: each upstream chunk (split anywhere) becomes
   the client's events, and the end of the upstream stream closes the client's stream properly.
-- Anything else (a JSON response, an error of any status) is read whole: the headers answer
-  asks Envoy to buffer the body (``mode_override``), so the headers are still held when the
-  body is answered, and the status can follow the translated body (an upstream's 529 is an
-  OpenAI client's 503; a 200 that is not a response, a 502).
+- Anything else (a JSON response, an error of any status) is read whole: each chunk is
+  answered with nothing until the last, which carries the translated body.
 
-Either way the translated body has another length: content-length is removed and the client
-gets it chunked.
+Envoy sends the first body chunk without waiting for the headers answer
+(``send_body_without_waiting_for_header_response``): the two reach the server together, and
+the first token costs the client one round trip to the server, not two. So the headers are
+answered from the headers alone: the status is the client's for the upstream's (an
+upstream's 529 is an OpenAI client's 503; an OpenAI 503 an Anthropic client's 529), and a 2xx
+body that turns out not to be a response (a rare upstream bug) becomes an error body under
+the 2xx already sent. Either way the translated body has another length: content-length is
+removed and the client gets it chunked.
 """
 
 from __future__ import annotations
@@ -23,16 +27,9 @@ from .translate import StreamTranslator, Translator
 from .wire import INCLUDE_USAGE_KEY, RESPONSE_NAMESPACE
 
 _OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_MODES = pb.ProcessingMode
-# The rest of the response, read whole: Envoy holds the headers until the body is answered.
-_READ_WHOLE = pb.ProcessingMode(
-    request_header_mode=_MODES.SKIP,
-    response_header_mode=_MODES.SEND,
-    request_body_mode=_MODES.NONE,
-    response_body_mode=_MODES.BUFFERED,
-    request_trailer_mode=_MODES.SKIP,
-    response_trailer_mode=_MODES.SKIP,
-)
+# The most of a whole (not streamed) response this holds to translate; past it the client
+# gets an error. A chat response is kilobytes; this only stops a runaway upstream.
+MAX_WHOLE_RESPONSE_BYTES = 64 * 1024 * 1024
 
 
 def _header(key: str, value: str) -> pb.HeaderValueOption:
@@ -49,6 +46,7 @@ class TranslatedResponse:
         self._pair = pair
         self._status = 200
         self._stream: StreamTranslator | None = None
+        self._whole = bytearray()  # a response read whole, so far
 
     def handle(self, request: pb.ProcessingRequest) -> tuple[pb.ProcessingResponse, bool]:
         """The answer to one message, and whether it is the last this response needs."""
@@ -62,7 +60,15 @@ class TranslatedResponse:
                 if body.end_of_stream:
                     out += self._stream.finish()
                 return _body(out), body.end_of_stream
-            return self._whole(body.body), True
+            if len(self._whole) + len(body.body) > MAX_WHOLE_RESPONSE_BYTES:
+                self._whole = bytearray(b"not read: over the gateway's limit")
+                self._status = 502
+            else:
+                self._whole += body.body
+            if not body.end_of_stream:
+                return _body(b""), False
+            _, translated = self._pair.response_bytes(self._status, bytes(self._whole))
+            return _body(translated), True
         # Trailers (asked for by nobody) or a request phase: let them through.
         empty = pb.CommonResponse()
         if kind == "response_trailers":
@@ -82,30 +88,16 @@ class TranslatedResponse:
             fields = request.metadata_context.filter_metadata.get(RESPONSE_NAMESPACE)
             usage = fields is not None and fields.fields[INCLUDE_USAGE_KEY].bool_value
             self._stream = self._pair.stream({"stream_options": {"include_usage": usage}})
-            return pb.ProcessingResponse(
-                response_headers=pb.HeadersResponse(
-                    response=pb.CommonResponse(header_mutation=mutation)
-                )
+        else:
+            status = self._status
+            if not 200 <= status < 300:
+                status, _ = self._pair.error(status, b"")
+            mutation.set_headers.extend(
+                [_header(":status", str(status)), _header("content-type", "application/json")]
             )
         return pb.ProcessingResponse(
-            response_headers=pb.HeadersResponse(response=pb.CommonResponse()),
-            mode_override=_READ_WHOLE,
-        )
-
-    def _whole(self, body: bytes) -> pb.ProcessingResponse:
-        status, translated = self._pair.response_bytes(self._status, body)
-        mutation = pb.HeaderMutation(
-            set_headers=[
-                _header(":status", str(status)),
-                _header("content-type", "application/json"),
-            ],
-            remove_headers=["content-length"],
-        )
-        return pb.ProcessingResponse(
-            response_body=pb.BodyResponse(
-                response=pb.CommonResponse(
-                    header_mutation=mutation, body_mutation=pb.BodyMutation(body=translated)
-                )
+            response_headers=pb.HeadersResponse(
+                response=pb.CommonResponse(header_mutation=mutation)
             )
         )
 
