@@ -543,12 +543,16 @@ def _entry_routes(api: ClientApi) -> list[route.Route]:
             f"The request has no body: send a JSON body to {api.path}.", "missing_body", api=api
         ),
     )
-    overrides = ext_proc.ExtProcOverrides(
-        grpc_initial_metadata=[core.HeaderValue(key=API_METADATA, value=api.metadata)]
-    )
-    entry.typed_per_filter_config = {
-        "envoy.filters.http.ext_proc": Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
-    }
+    if api is OPENAI_CHAT:
+        # The server's default: the hot path carries no per-route override to merge.
+        entry.typed_per_filter_config = {}
+    else:
+        overrides = ext_proc.ExtProcOverrides(
+            grpc_initial_metadata=[core.HeaderValue(key=API_METADATA, value=api.metadata)]
+        )
+        entry.typed_per_filter_config = {
+            "envoy.filters.http.ext_proc": Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
+        }
     wrong_method = _direct(
         f"{api.route_prefix}_method",
         api.path_regex,
