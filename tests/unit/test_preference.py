@@ -69,10 +69,13 @@ def test_the_router_reads_user_and_assistant_text_only() -> None:
         {"role": "assistant", "content": "Here is one."},
         "not a message",
         {"role": "user", "content": 7},
+        # The last human message: the router reads up to it (the answer before it too).
+        {"role": "user", "content": "shorter, please"},
     ]
     assert conversation(messages) == [
         Turn("user", "what is in this picture?\na poem about it please"),
         Turn("assistant", "Here is one."),
+        Turn("user", "shorter, please"),
     ]
 
 
