@@ -63,6 +63,7 @@ from .wire import (
     AUTH_KEY,
     CLIENT_ONLY_HEADERS,
     DECISION_METADATA,
+    LOCAL_REPLY_HEADER,
     METADATA_NAMESPACE,
     MODEL_KEY,
     OUR_HEADER_PREFIX,
@@ -693,9 +694,13 @@ _RETRY_AFTER_S = 1
 
 # Envoy's own replies on a Messages route (its entry route, or a provider route it took:
 # their names start so) are in Anthropic's shape; the rest in OpenAI's.
+# The route's name first: a provider route has rewritten the path by then (an OpenAI
+# client's request to an Anthropic provider is on /v1/messages). A request that matched no
+# route yet (a malformed one) is told by its path.
 _ANTHROPIC_ROUTE = (
-    f"request.path.startsWith('{ANTHROPIC_MESSAGES.path}') || "
-    f"xds.route_name.startsWith('{ANTHROPIC_MESSAGES.route_prefix}')"
+    f"xds.route_name.startsWith('{ANTHROPIC_MESSAGES.route_prefix}') || "
+    f"(request.path.startsWith('{ANTHROPIC_MESSAGES.path}') && "
+    f"!xds.route_name.startsWith('{OPENAI_CHAT.route_prefix}'))"
 )
 
 
@@ -708,6 +713,8 @@ class _Reply:
     status: int | None = None  # replaces Envoy's status
     retry_after: bool = False
     anthropic_type: str | None = None  # None: the category of the type (api_error...)
+    # Given by the codec before any filter ran: no filter would remove our marker header.
+    before_filters: bool = False
 
     def body(self, api: ClientApi) -> Struct:
         if api is ANTHROPIC_MESSAGES:
@@ -785,6 +792,7 @@ def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
             "The request's headers are larger than this gateway accepts (60 KiB in all).",
             "invalid_request_error",
             "request_headers_too_large",
+            before_filters=True,
         ),
         _Reply(
             _cel(
@@ -794,6 +802,7 @@ def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
             "The request is not valid HTTP (%RESPONSE_CODE_DETAILS%).",
             "invalid_request_error",
             "malformed_request",
+            before_filters=True,
         ),
         # Anything else Envoy answers itself is JSON too, with Envoy's status.
         _Reply(
@@ -813,9 +822,8 @@ def _local_replies(listener: Listener) -> hcm.LocalReplyConfig:
                 filter=_both(anthropic, reply.match) if api is ANTHROPIC_MESSAGES else reply.match,
                 status_code=reply.status,
                 body_format_override=core.SubstitutionFormatString(json_format=reply.body(api)),
-                headers_to_add=[_add("retry-after", str(_RETRY_AFTER_S))]
-                if reply.retry_after
-                else [],
+                headers_to_add=([] if reply.before_filters else [_add(LOCAL_REPLY_HEADER, "1")])
+                + ([_add("retry-after", str(_RETRY_AFTER_S))] if reply.retry_after else []),
             )
             for reply in table
             # Each reply in Anthropic's shape first (on a Messages route), then in OpenAI's.

@@ -181,7 +181,8 @@ class Processor:
         interface = decision.provider.interface
         if interface not in api.upstream_paths:
             # Only a token count asks this: a provider that cannot count gets an estimate.
-            return _immediate(200, _json({"input_tokens": estimate_input_tokens(_value(request))}))
+            counted = _json({"input_tokens": estimate_input_tokens(_value(request))})
+            return self._decided_reply(decision, 200, counted)
         response = pb.ProcessingResponse()
         response.CopyFrom(self._template(decision))
         if interface != api.name:
@@ -208,13 +209,12 @@ class Processor:
             translated = pair.request(body, decision.provider.model_id)
         except TranslationError as refused:
             status, reply = pair.refusal(refused)
-            return _immediate(status, reply)
+            return self._decided_reply(decision, status, reply)
         try:
             response.request_body.response.body_mutation.body = _json(translated)
         except ValueError:  # a number past a double's range (1e999) has no JSON spelling
-            return _immediate(
-                *pair.refusal(TranslationError("The request has a number out of range."))
-            )
+            out_of_range = pair.refusal(TranslationError("The request has a number out of range."))
+            return self._decided_reply(decision, *out_of_range)
         if wants_stream(body):
             # What the response's translator needs of the request (response_translation.py)
             # reaches it as metadata that Envoy forwards with the response.
@@ -222,6 +222,14 @@ class Processor:
             usage = isinstance(options, dict) and options.get("include_usage") is True
             response.dynamic_metadata.update({RESPONSE_NAMESPACE: {INCLUDE_USAGE_KEY: usage}})
         return response
+
+    def _decided_reply(self, decision: Decision, status: int, body: bytes) -> pb.ProcessingResponse:
+        """A reply the server gives itself for a routed request (a token estimate, a request
+        the provider's API cannot be asked): with the decision's metadata, so the client
+        sees the decision headers as on any routed response."""
+        reply = _immediate(status, body)
+        reply.dynamic_metadata.CopyFrom(self._template(decision).dynamic_metadata)
+        return reply
 
     def _template(self, decision: Decision) -> pb.ProcessingResponse:
         key = (decision.provider.name, decision.routing, decision.route)

@@ -17,14 +17,16 @@ answered from the headers alone: the status is the client's for the upstream's (
 upstream's 529 is an OpenAI client's 503; an OpenAI 503 an Anthropic client's 529), and a 2xx
 body that turns out not to be a response (a rare upstream bug) becomes an error body under
 the 2xx already sent. Either way the translated body has another length: content-length is
-removed and the client gets it chunked.
+removed and the client gets it chunked. A reply Envoy gave itself (a provider that could not
+be reached) passes through this filter too: its local-reply mapper marked it
+(``wire.LOCAL_REPLY_HEADER``), and it is left as it is, in the client's shape already.
 """
 
 from __future__ import annotations
 
 from ._proto import ext_proc_pb2 as pb
 from .translate import StreamTranslator, Translator
-from .wire import INCLUDE_USAGE_KEY, RESPONSE_NAMESPACE
+from .wire import INCLUDE_USAGE_KEY, LOCAL_REPLY_HEADER, RESPONSE_NAMESPACE
 
 _OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # The most of a whole (not streamed) response this holds to translate; past it the client
@@ -47,6 +49,7 @@ class TranslatedResponse:
         self._status = 200
         self._stream: StreamTranslator | None = None
         self._whole = bytearray()  # a response read whole, so far
+        self._untouched = False  # Envoy's own reply: in the client's shape already
 
     def handle(self, request: pb.ProcessingRequest) -> tuple[pb.ProcessingResponse, bool]:
         """The answer to one message, and whether it is the last this response needs."""
@@ -55,6 +58,8 @@ class TranslatedResponse:
             return self._headers(request), False
         if kind == "response_body":
             body = request.response_body
+            if self._untouched:
+                return _UNCHANGED_BODY, body.end_of_stream
             if self._stream is not None:
                 out = self._stream.feed(body.body)
                 if body.end_of_stream:
@@ -83,6 +88,10 @@ class TranslatedResponse:
                 self._status = int(value) if value.isdigit() else 502
             elif header.key == "content-type":
                 content_type = value.lower()
+            elif header.key == LOCAL_REPLY_HEADER:
+                self._untouched = True
+        if self._untouched:
+            return _UNCHANGED_HEADERS
         mutation = pb.HeaderMutation(remove_headers=["content-length"])
         if 200 <= self._status < 300 and content_type.startswith("text/event-stream"):
             fields = request.metadata_context.filter_metadata.get(RESPONSE_NAMESPACE)
@@ -100,6 +109,12 @@ class TranslatedResponse:
                 response=pb.CommonResponse(header_mutation=mutation)
             )
         )
+
+
+_UNCHANGED_HEADERS = pb.ProcessingResponse(
+    response_headers=pb.HeadersResponse(response=pb.CommonResponse())
+)
+_UNCHANGED_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse(response=pb.CommonResponse()))
 
 
 def _body(data: bytes) -> pb.ProcessingResponse:

@@ -20,6 +20,12 @@ INCLUDE_USAGE_KEY = "include_usage"
 # translates its response: "<client API>><upstream API>", e.g. "anthropic>openai".
 TRANSLATE_METADATA = "x-plano-translate"
 
+# Set by Envoy's local-reply mappers on every error reply Envoy gives itself, so that the
+# response translator leaves it as it is (it is in the client's shape already, and a
+# translated route's own failures pass through that filter too). Like every x-plano-*
+# header, the client never sees it.
+LOCAL_REPLY_HEADER = "x-plano-local-reply"
+
 MODEL_HEADER = "x-plano-model"
 ROUTING_HEADER = "x-plano-routing"
 ROUTE_HEADER = "x-plano-route"
