@@ -40,6 +40,7 @@ llm_providers:
     access_key: sk-o
     default: true
   - model: anthropic/claude-sonnet-4-5
+    provider_interface: openai  # the splice path: only model changes
     access_key: sk-a
     routing_preferences:
       - name: code
