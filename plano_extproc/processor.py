@@ -100,7 +100,12 @@ def _value(request: ChatRequest) -> Any:
 
 
 def _json(value: object) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Strict JSON for an upstream: ValueError for a number JSON cannot spell (1e999)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate the client sent escaped: escaped it stays
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _body_mutation_field(length: int) -> bytes:

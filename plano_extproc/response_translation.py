@@ -49,6 +49,7 @@ class TranslatedResponse:
         self._status = 200
         self._stream: StreamTranslator | None = None
         self._whole = bytearray()  # a response read whole, so far
+        self._over_limit = False
         self._untouched = False  # Envoy's own reply: in the client's shape already
 
     def handle(self, request: pb.ProcessingRequest) -> tuple[pb.ProcessingResponse, bool]:
@@ -65,11 +66,13 @@ class TranslatedResponse:
                 if body.end_of_stream:
                     out += self._stream.finish()
                 return _body(out), body.end_of_stream
-            if len(self._whole) + len(body.body) > MAX_WHOLE_RESPONSE_BYTES:
-                self._whole = bytearray(b"not read: over the gateway's limit")
-                self._status = 502
-            else:
-                self._whole += body.body
+            if not self._over_limit:
+                if len(self._whole) + len(body.body) > MAX_WHOLE_RESPONSE_BYTES:
+                    self._whole = bytearray(b"not read: over the gateway's limit")
+                    self._status = 502
+                    self._over_limit = True  # and the rest is not read either
+                else:
+                    self._whole += body.body
             if not body.end_of_stream:
                 return _body(b""), False
             _, translated = self._pair.response_bytes(self._status, bytes(self._whole))
@@ -85,7 +88,7 @@ class TranslatedResponse:
         for header in request.response_headers.headers.headers:
             value = header.raw_value.decode("latin-1") if header.raw_value else header.value
             if header.key == ":status":
-                self._status = int(value) if value.isdigit() else 502
+                self._status = int(value) if value.isascii() and value.isdigit() else 502
             elif header.key == "content-type":
                 content_type = value.lower()
             elif header.key == LOCAL_REPLY_HEADER:

@@ -36,7 +36,15 @@ ANTHROPIC = ANTHROPIC_NATIVE.name
 # Each API's endpoint below a provider's base URL ("https://api.anthropic.com/v1").
 PATHS = {OPENAI: OPENAI_COMPATIBLE.path, ANTHROPIC: ANTHROPIC_NATIVE.path}
 # What a bug in a translator is turned into rather than an exception out of it.
-_UNEXPECTED = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError)
+_UNEXPECTED = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    RecursionError,
+    OverflowError,  # an integer past a double's range where a float is wanted
+)
 
 JSON = dict[str, Any]
 

@@ -21,7 +21,9 @@ not parse.
 from __future__ import annotations
 
 import json
+import math
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,14 +124,30 @@ class SSEParser:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON for the wire; a lone surrogate (from a ``\\udc80`` escape) stays escaped."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON for the wire; a lone surrogate (from a ``\\udc80`` escape) stays escaped,
+    and a number JSON cannot spell (an upstream's NaN, or 1e999 read as infinity) is written
+    as ``null`` or the largest double: strict readers (Node's JSON.parse) refuse bare NaN."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        value = _finite(value)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     try:
         text.encode()
     except UnicodeEncodeError:
         # ASCII-escaped JSON keeps every character, the unpaired surrogate included.
         return json.dumps(value, separators=(",", ":"))
     return text
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else math.copysign(sys.float_info.max, value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 def encode(data: str, event: str | None = None) -> bytes:

@@ -571,12 +571,6 @@ def test_an_error_after_the_router_is_answered_in_the_clients_shape() -> None:
     assert "claude-opus-4-1-20250805" in reply["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="processor._json encodes with ensure_ascii=False: a lone surrogate the client "
-    "escaped (\\udc80) cannot be encoded, and the UnicodeEncodeError (a ValueError) is "
-    "answered as 'The request has a number out of range.'",
-)
 @pytest.mark.parametrize(
     ("api", "model"), [(OPENAI_CHAT, "creative-model"), (ANTHROPIC_MESSAGES, "fast-model")]
 )

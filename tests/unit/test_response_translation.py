@@ -525,12 +525,6 @@ def test_trailers_end_the_stream_and_other_phases_pass() -> None:
     assert answer.request_headers.response == pb.CommonResponse()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="response_translation.TranslatedResponse.handle: past MAX_WHOLE_RESPONSE_BYTES it "
-    "replaces what it holds with a short note but keeps appending the chunks that follow, "
-    "so the client's error quotes the upstream's bytes after the limit",
-)
 def test_a_whole_response_over_the_limit_is_an_error_that_quotes_none_of_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

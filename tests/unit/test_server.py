@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from plano_extproc._proto import ext_proc_pb2 as pb
+from plano_extproc.apis import OPENAI_CHAT, ClientApi
 from plano_extproc.config import parse_config
 from plano_extproc.h2grpc import Limits
-from plano_extproc.apis import OPENAI_CHAT, ClientApi
 from plano_extproc.processor import Processor
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.server import ENGINES, METHOD, Engine, build_server
