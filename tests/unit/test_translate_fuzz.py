@@ -42,7 +42,7 @@ from plano_extproc.translate import (
     translator,
 )
 from plano_extproc.translate.sse import dumps as sse_dumps
-from plano_extproc.wire import INCLUDE_USAGE_KEY, RESPONSE_NAMESPACE
+from plano_extproc.wire import INCLUDE_USAGE_KEY, LOCAL_REPLY_HEADER, RESPONSE_NAMESPACE
 from tests.fake_providers import FakeAnthropic, _validate_chat
 from tests.translate_fixtures import (
     ANTHROPIC_ERROR_BODIES,
@@ -1036,10 +1036,13 @@ def headers_message(draw: st.DrawFn) -> pb.ProcessingRequest:
     fields = [(":status", draw(STATUS_TEXT)), ("content-type", draw(CONTENT_TYPES))]
     fields += draw(
         st.lists(
-            st.tuples(st.sampled_from(["content-length", "x-request-id", ":status"]), TEXT),
+            st.tuples(st.sampled_from(["content-length", "x-request-id"]), TEXT)
+            | st.tuples(st.just(":status"), STATUS_TEXT),  # a second one: the last counts
             max_size=2,
         )
     )
+    if draw(st.integers(0, 7)) == 7:  # Envoy's own reply, marked by its local-reply mapper
+        fields.append((LOCAL_REPLY_HEADER, "1"))
     fields = draw(st.permutations(fields))
     headers = []
     for key, value in fields:
@@ -1078,9 +1081,9 @@ ANSWER_KIND = {
 
 
 @st.composite
-def message_sequences(draw: st.DrawFn, api: str) -> list[pb.ProcessingRequest]:
-    """Mostly what Envoy sends (headers, then body chunks, the last with end_of_stream), with
-    now and then a message out of place."""
+def message_sequences(draw: st.DrawFn, api: str) -> tuple[list[pb.ProcessingRequest], bool]:
+    """Mostly what Envoy sends (headers, then body chunks, the last with end_of_stream), now
+    and then with messages out of place; and whether it is in Envoy's order."""
     messages = [draw(headers_message())]
     body = draw(
         weighted(
@@ -1094,7 +1097,8 @@ def message_sequences(draw: st.DrawFn, api: str) -> list[pb.ProcessingRequest]:
     pieces = pieces_at(body, cuts)
     for i, piece in enumerate(pieces):
         messages.append(body_message(piece, i == len(pieces) - 1))
-    for _ in range(draw(st.integers(0, 2))):
+    extras = draw(st.integers(0, 2)) if draw(st.integers(0, 3)) == 3 else 0
+    for _ in range(extras):
         at = draw(st.integers(0, len(messages)))
         extra = draw(
             weighted(
@@ -1104,14 +1108,20 @@ def message_sequences(draw: st.DrawFn, api: str) -> list[pb.ProcessingRequest]:
             )
         )
         messages.insert(at, extra)
-    return messages
+    return messages, extras == 0
 
 
 @FUZZ
 @given(pair=PAIR, data=st.data())
 def test_translated_response_of_any_messages(pair: Translator, data: st.DataObject) -> None:
-    messages = data.draw(message_sequences(pair.upstream_api))
+    """Never an exception, each message answered in kind; in Envoy's order, what the client
+    gets is its own API's: a whole reply valid JSON in its shape under a real status (an
+    error body under a 2xx only for a 2xx that was no response), a stream valid SSE."""
+    messages, in_order = data.draw(message_sequences(pair.upstream_api))
     response = TranslatedResponse(pair)
+    told: int | None = None  # the status the headers answer set (a whole reply)
+    streamed = False
+    upstream, client = b"", b""
     for message in messages:
         answer, last = response.handle(message)
         assert isinstance(answer, pb.ProcessingResponse) and isinstance(last, bool)
@@ -1121,13 +1131,38 @@ def test_translated_response_of_any_messages(pair: Translator, data: st.DataObje
             kind,
             answer,
         )
-        if kind == "response_body" and answer.response_body.response.HasField("header_mutation"):
-            # A body read whole: its status and content type are set, valid for the client.
-            mutation = answer.response_body.response.header_mutation
-            status = next(
-                h.header.raw_value for h in mutation.set_headers if h.header.key == ":status"
-            )
-            check_reply(pair, int(status), answer.response_body.response.body_mutation.body)
+        if kind == "response_headers":
+            common = answer.response_headers.response
+            set_headers = {
+                h.header.key: h.header.raw_value for h in common.header_mutation.set_headers
+            }
+            if ":status" in set_headers:
+                told = int(set_headers[":status"])
+                assert set_headers["content-type"] == b"application/json", set_headers
+            streamed = common.HasField("header_mutation") and ":status" not in set_headers
+        elif kind == "response_body":
+            upstream += message.response_body.body
+            common = answer.response_body.response
+            mutation = common.body_mutation.WhichOneof("mutation")
+            if mutation == "body":
+                client += common.body_mutation.body
+            elif mutation is None:  # untouched: Envoy's own reply
+                client += message.response_body.body
+    if not in_order:
+        return
+    if told is not None:
+        assert 200 <= told <= 599, told
+        value = json.loads(client.decode("utf-8"), parse_constant=_refuse_if(
+            not _non_finite_bytes(upstream)))  # fmt: skip
+        if isinstance(value, dict) and ("error" in value or value.get("type") == "error"):
+            check_error(pair, value)
+            event("whole: error")
+        else:
+            assert 200 <= told < 300, (told, value)
+            check_response(pair, value, strict=not _non_finite_bytes(upstream))
+            event("whole: response")
+    elif streamed:
+        event(f"stream ended by {check_stream(pair, client, complete=False)}")
 
 
 @FUZZ
