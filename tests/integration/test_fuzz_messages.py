@@ -1173,9 +1173,11 @@ def test_fuzzed_methods_and_paths(
     assert "Traceback" not in log and "envoy_bug" not in log, log[-4000:]
     assert not ant.received and not oai.received
     expected = 405 if served else 404
-    assert response.status_code == expected, (response.status_code, response.content[:300])
+    # A body over the limit may be refused for its size first, wherever it was sent.
+    allowed = {expected, 413} if len(raw) > MAX_BODY else {expected}
+    assert response.status_code in allowed, (response.status_code, response.content[:300])
     error = check_error(response)
-    if expected == 404:
+    if response.status_code == 404:
         assert error["error"]["type"] == "not_found_error", error
 
 
