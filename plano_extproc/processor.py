@@ -90,6 +90,15 @@ class SplicedAnswer:
         return b"".join((self.head.SerializeToString(), _body_mutation_field(length), *self.body))
 
 
+# A body nested just under what the parser reads, which the translation (a level or two
+# deeper: tools[].function.parameters) or the token estimate cannot write back.
+_TOO_DEEP = ErrorReply(
+    400,
+    "The request body nests arrays and objects too deeply to be translated.",
+    code="invalid_json",
+)
+
+
 def _value(request: ChatRequest) -> Any:
     """The request's parsed body; a big body read by a helper process is parsed again here,
     which only a translated or counted one needs."""
@@ -186,7 +195,10 @@ class Processor:
         interface = decision.provider.interface
         if interface not in api.upstream_paths:
             # Only a token count asks this: a provider that cannot count gets an estimate.
-            counted = _json({"input_tokens": estimate_input_tokens(_value(request))})
+            try:
+                counted = _json({"input_tokens": estimate_input_tokens(_value(request))})
+            except RecursionError:
+                return error_response(_TOO_DEEP, api)
             return self._decided_reply(decision, 200, counted)
         response = pb.ProcessingResponse()
         response.CopyFrom(self._template(decision))
@@ -220,6 +232,8 @@ class Processor:
         except ValueError:  # a number past a double's range (1e999) has no JSON spelling
             out_of_range = pair.refusal(TranslationError("The request has a number out of range."))
             return self._decided_reply(decision, *out_of_range)
+        except RecursionError:  # the translation nests a level or two deeper than the body
+            return error_response(_TOO_DEEP, api)
         if wants_stream(body):
             # What the response's translator needs of the request (response_translation.py)
             # reaches it as metadata that Envoy forwards with the response.

@@ -124,12 +124,22 @@ def resolve(
 ) -> Decision | ErrorReply | AskRouter:
     """The resolution order for a requested ``model`` (None: the client named none).
     ``by_preference`` False never asks the router (a token count is not a generation)."""
+    routed_name = model is not None and bool(config.routes) and _routed_by_name(model, config)
     if by_preference and config.routes:
         if model is None:
             return ASK_ROUTER
-        if any(fnmatchcase(model, pattern) for pattern in config.router.route_named_models):
+        if routed_name:
             return AskRouter(model)
-    return _checked(_choose(model, config))
+    decision = _choose(model, config)
+    if routed_name and isinstance(decision, ErrorReply) and config.default is not None:
+        # A name sent through the router that the config does not serve goes to the default
+        # (resolve_preference), its token counts too: a coding agent calls both.
+        decision = Decision(config.default, "default")
+    return _checked(decision)
+
+
+def _routed_by_name(model: str, config: Config) -> bool:
+    return any(fnmatchcase(model, pattern) for pattern in config.router.route_named_models)
 
 
 def resolve_preference(

@@ -561,7 +561,13 @@ class _Fake:
                 return
             if failure is not None and failure.kind == "error":
                 raise self._injected_error(failure)
-            self._answer(handler, recorded, failure)
+            try:
+                self._answer(handler, recorded, failure)
+            except RecursionError:
+                # Nested past what this fake's validators walk: the real APIs refuse these too.
+                raise _ApiError(
+                    400, "invalid_request_error", "The request nests too deeply."
+                ) from None
         except _ApiError as error:
             try:
                 self._send_error(handler, error)

@@ -162,7 +162,10 @@ def test_route_named_models_wait_for_the_router_with_the_named_fallback(
     assert pending.ask.fallback == model
 
 
-@pytest.mark.parametrize("model", [None, "auto", "claude-sonnet-4-5", "claude-haiku-4-5"])
+@pytest.mark.parametrize(
+    "model",
+    [None, "auto", "claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1-20250805"],
+)
 def test_a_token_count_never_waits_for_the_router(model: str | None, config: Config) -> None:
     outcome = begin_for(COUNT_TOKENS, config, model)
     assert not isinstance(outcome, Pending)
@@ -171,6 +174,9 @@ def test_a_token_count_never_waits_for_the_router(model: str | None, config: Con
         "auto": ("openai/gpt-5.2", "default", None),
         "claude-sonnet-4-5": ("anthropic/claude-sonnet-4-5", "direct", None),
         "claude-haiku-4-5": ("openai/gpt-5.2", "alias", None),
+        # A routed name no provider serves: the default, as its generations (a coding agent
+        # counts the tokens of the conversation it then sends).
+        "claude-opus-4-1-20250805": ("openai/gpt-5.2", "default", None),
     }
     assert named(outcome) == expected[model]
 
