@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _engine_option(parser: argparse.ArgumentParser) -> None:
-    from .server import ENGINES
+    from .extproc.server import ENGINES
 
     parser.add_argument(
         "--engine",
@@ -159,8 +159,8 @@ def _render(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
+    from .extproc.server import serve
     from .router import RouterLoadError
-    from .server import serve
 
     try:
         asyncio.run(serve(config, args.listen, engine=args.engine))

@@ -26,7 +26,7 @@ from .config import Config
 from .envoy_config import DEFAULT_ADMIN_SOCKET, EnvoyOptions, envoy_binary, render_yaml
 
 if TYPE_CHECKING:
-    from .server import Engine
+    from .extproc.server import Engine
 
 _PR_SET_PDEATHSIG = 1
 

@@ -7,7 +7,7 @@ or a model that ``routing.route_named_models`` sends through the router, asks th
 router (``AskRouter``) when routes are configured; ``resolve_preference`` turns the router's
 answer (or its absence) into the decision, falling back to the named model or the default.
 ``read_chat_request`` is ``parse_chat_request`` as a helper process runs it for a big body
-(offload.py), with an answer small enough to send back.
+(extproc/offload.py), with an answer small enough to send back.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import struct
 
 import hpack
 
-from plano_extproc import h2grpc
+from plano_extproc.extproc import h2grpc
 
 EXT_PROC = b"/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 

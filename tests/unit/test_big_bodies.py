@@ -24,11 +24,11 @@ import pytest
 
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import Config, parse_config
-from plano_extproc.offload import BodyReader
-from plano_extproc.processor import Processor
+from plano_extproc.extproc.offload import BodyReader
+from plano_extproc.extproc.processor import Processor
+from plano_extproc.extproc.server import METHOD, ExtProcService, serve
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.router.conversation import reading_for
-from plano_extproc.server import METHOD, ExtProcService, serve
 from tests.fakes import free_port
 
 pytestmark = pytest.mark.unit
@@ -282,7 +282,7 @@ def test_a_message_that_is_not_protobuf_is_one_line_of_log(
 HOLDS_A_READER = """
 import sys, time
 from plano_extproc.config import DEFAULT_ROUTER
-from plano_extproc.offload import BodyReader
+from plano_extproc.extproc.offload import BodyReader
 from plano_extproc.router.conversation import reading_for
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
-from plano_extproc.offload import BodyReader
-from plano_extproc.processor import Processor
+from plano_extproc.extproc.offload import BodyReader
+from plano_extproc.extproc.processor import Processor
+from plano_extproc.extproc.server import ExtProcService
 from plano_extproc.router.base import OTHER, RouteChoice
 from plano_extproc.router.conversation import conversation, reading_for
-from plano_extproc.server import ExtProcService
 
 pytestmark = pytest.mark.unit
 

@@ -20,7 +20,7 @@ from plano_extproc.apis.anthropic_messages import estimate_input_tokens
 from plano_extproc.config import Config, parse_config
 from plano_extproc.decide import Decided, Pending, begin, conclude, decide
 from plano_extproc.errors import ErrorReply
-from plano_extproc.processor import Processor
+from plano_extproc.extproc.processor import Processor
 from plano_extproc.resolve import ChatRequest, Decision, parse_chat_request
 from plano_extproc.router.base import OTHER, RouteChoice
 

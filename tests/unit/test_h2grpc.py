@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 import hpack
 import pytest
 
-from plano_extproc import h2grpc
-from plano_extproc.h2grpc import FinalAnswer, H2GrpcServer, Limits
+from plano_extproc.extproc import h2grpc
+from plano_extproc.extproc.h2grpc import FinalAnswer, H2GrpcServer, Limits
 from tests.unit.h2client import Client, data_frames, frame, message
 
 pytestmark = pytest.mark.unit
@@ -519,7 +519,7 @@ def test_an_unexpected_failure_is_an_internal_error_logged_in_one_line(
         assert (await client.goaway())[1] == h2grpc.INTERNAL_ERROR
         assert await client.closed()
 
-    with caplog.at_level(logging.WARNING, logger="plano_extproc.h2grpc"):
+    with caplog.at_level(logging.WARNING, logger="plano_extproc.extproc.h2grpc"):
         with_server(test)
     (record,) = caplog.records
     assert record.levelno == logging.ERROR and record.exc_info is None

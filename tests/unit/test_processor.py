@@ -11,7 +11,7 @@ from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
 from plano_extproc.decide import Pending as PendingRoute
 from plano_extproc.errors import ErrorReply
-from plano_extproc.processor import Processor, SplicedAnswer, request_body_span
+from plano_extproc.extproc.processor import Processor, SplicedAnswer, request_body_span
 from plano_extproc.resolve import attach_body, read_chat_request
 from plano_extproc.router.conversation import reading_for
 

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plano_extproc._proto import ext_proc_pb2 as pb
-from plano_extproc.response_translation import TranslatedResponse
+from plano_extproc.extproc.response_translation import TranslatedResponse
 from plano_extproc.translate import AnthropicToOpenAI, OpenAIToAnthropic, Translator
 from plano_extproc.translate.sse import SSEParser
 from plano_extproc.wire import INCLUDE_USAGE_KEY, LOCAL_REPLY_HEADER, RESPONSE_NAMESPACE
@@ -528,7 +528,7 @@ def test_trailers_end_the_stream_and_other_phases_pass() -> None:
 def test_a_whole_response_over_the_limit_is_an_error_that_quotes_none_of_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("plano_extproc.response_translation.MAX_WHOLE_RESPONSE_BYTES", 100)
+    monkeypatch.setattr("plano_extproc.extproc.response_translation.MAX_WHOLE_RESPONSE_BYTES", 100)
     response = TranslatedResponse(to_openai_client())
     response.handle(response_headers(200, JSON))
     for piece in (b"a" * 60, b"b" * 60):  # over the limit at the second chunk

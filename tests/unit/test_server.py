@@ -15,10 +15,10 @@ import pytest
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.apis import OPENAI_CHAT, ClientApi
 from plano_extproc.config import parse_config
-from plano_extproc.h2grpc import Limits
-from plano_extproc.processor import Processor
+from plano_extproc.extproc.h2grpc import Limits
+from plano_extproc.extproc.processor import Processor
+from plano_extproc.extproc.server import ENGINES, METHOD, Engine, build_server
 from plano_extproc.router.base import RouteChoice
-from plano_extproc.server import ENGINES, METHOD, Engine, build_server
 
 pytestmark = pytest.mark.unit
 

@@ -38,10 +38,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plano_extproc import h2grpc
 from plano_extproc._proto import ext_proc_pb2 as pb
-from plano_extproc.h2grpc import FinalAnswer, H2GrpcServer, Limits
-from plano_extproc.server import ENGINES
+from plano_extproc.extproc import h2grpc
+from plano_extproc.extproc.h2grpc import FinalAnswer, H2GrpcServer, Limits
+from plano_extproc.extproc.server import ENGINES
 from tests.unit.h2client import EXT_PROC, data_frames, frame, message, parse_frames
 
 pytestmark = pytest.mark.unit
@@ -422,11 +422,11 @@ def watched(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Watched]:
     monkeypatch_module.setattr(h2grpc._Connection, "data_received", data_received)
     loop.set_exception_handler(lambda _, context: w.failures.append(str(context)))
     handler = _Failures(w.failures)
-    logging.getLogger("plano_extproc.h2grpc").addHandler(handler)
+    logging.getLogger("plano_extproc.extproc.h2grpc").addHandler(handler)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield w
-    logging.getLogger("plano_extproc.h2grpc").removeHandler(handler)
+    logging.getLogger("plano_extproc.extproc.h2grpc").removeHandler(handler)
     asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(5)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)

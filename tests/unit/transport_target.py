@@ -12,8 +12,8 @@ import logging
 import sys
 
 from plano_extproc.config import parse_config
-from plano_extproc.h2grpc import Limits
-from plano_extproc.server import build_server
+from plano_extproc.extproc.h2grpc import Limits
+from plano_extproc.extproc.server import build_server
 
 CONFIG = """
 listeners:
@@ -41,5 +41,5 @@ if __name__ == "__main__":
     # Garbage that happens to be a well-framed message reaches the service, which answers
     # it with a 500 and logs the parse failure: that is the service at work, not the
     # transport, and would drown what the tests look for.
-    logging.getLogger("plano_extproc.server").setLevel(logging.CRITICAL)
+    logging.getLogger("plano_extproc.extproc.server").setLevel(logging.CRITICAL)
     asyncio.run(main(sys.argv[1], Limits(**json.loads(sys.argv[2]))))

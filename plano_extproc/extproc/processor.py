@@ -20,17 +20,17 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from ._proto import ext_proc_pb2 as pb
-from .apis import OPENAI_CHAT, ClientApi
-from .apis.anthropic_messages import estimate_input_tokens
-from .body import pieces, with_model
-from .config import Config
-from .decide import Pending, begin, conclude
-from .errors import ErrorReply, too_large
-from .resolve import ChatRequest, Decision, parse_chat_request
-from .router.base import RouteChoice
-from .translate import TranslationError, translator, wants_stream
-from .wire import (
+from .._proto import ext_proc_pb2 as pb
+from ..apis import OPENAI_CHAT, ClientApi
+from ..apis.anthropic_messages import estimate_input_tokens
+from ..body import pieces, with_model
+from ..config import Config
+from ..decide import Pending, begin, conclude
+from ..errors import ErrorReply, too_large
+from ..resolve import ChatRequest, Decision, parse_chat_request
+from ..router.base import RouteChoice
+from ..translate import TranslationError, translator, wants_stream
+from ..wire import (
     AUTH_KEY,
     INCLUDE_USAGE_KEY,
     METADATA_NAMESPACE,

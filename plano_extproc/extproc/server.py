@@ -20,20 +20,20 @@ from typing import Literal, Protocol
 import grpc
 from google.protobuf.message import DecodeError
 
-from ._proto import ext_proc_pb2 as pb
-from .apis import API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi, client_api
-from .config import Config
-from .decide import Pending
-from .errors import ErrorReply
+from .._proto import ext_proc_pb2 as pb
+from ..apis import API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi, client_api
+from ..config import Config
+from ..decide import Pending
+from ..errors import ErrorReply
+from ..router import load_router
+from ..router.conversation import reading_for
+from ..router.service import RouterService
+from ..translate import APIS, translator
+from ..wire import TRANSLATE_METADATA, envoy_body_limit
 from .h2grpc import FinalAnswer, H2GrpcServer, Limits
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
 from .processor import Answer, Processor, error_response, request_body_span
 from .response_translation import TranslatedResponse
-from .router import load_router
-from .router.conversation import reading_for
-from .router.service import RouterService
-from .translate import APIS, translator
-from .wire import TRANSLATE_METADATA, envoy_body_limit
 
 log = logging.getLogger("plano_extproc.server")
 

@@ -22,9 +22,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from .errors import ErrorReply
-from .resolve import ChatRequest, attach_body, read_chat_request
-from .router.conversation import Reading
+from ..errors import ErrorReply
+from ..resolve import ChatRequest, attach_body, read_chat_request
+from ..router.conversation import Reading
 
 log = logging.getLogger("plano_extproc.offload")
 

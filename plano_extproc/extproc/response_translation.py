@@ -24,9 +24,9 @@ be reached) passes through this filter too: its local-reply mapper marked it
 
 from __future__ import annotations
 
-from ._proto import ext_proc_pb2 as pb
-from .translate import StreamTranslator, Translator
-from .wire import INCLUDE_USAGE_KEY, LOCAL_REPLY_HEADER, RESPONSE_NAMESPACE
+from .._proto import ext_proc_pb2 as pb
+from ..translate import StreamTranslator, Translator
+from ..wire import INCLUDE_USAGE_KEY, LOCAL_REPLY_HEADER, RESPONSE_NAMESPACE
 
 _OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # The most of a whole (not streamed) response this holds to translate; past it the client
