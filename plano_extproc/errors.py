@@ -63,7 +63,7 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
 
 
 def too_large(max_body_bytes: int) -> ErrorReply:
-    """A body over ``max_body_size``: the same words as Envoy's own 413 (envoy_config.py)."""
+    """A body over ``max_body_size``: the same words as Envoy's own 413 (envoy_config/replies)."""
     return ErrorReply(
         413,
         f"Request body larger than this gateway's limit of {max_body_bytes} bytes.",

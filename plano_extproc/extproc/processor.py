@@ -4,7 +4,7 @@ No I/O here: the server feeds each ProcessingRequest to ``Processor.handle``, wi
 API its route named, and sends back what it returns. Envoy sends one message per request,
 the whole body (the headers phase is skipped: Envoy's route table checks method and path and
 answers /v1/models). The decision comes from decide.py; the answer carries it as dynamic
-metadata, which the provider routes match (envoy_config.py), and the body to forward: the
+metadata, which the provider routes match (envoy_config/routes.py), and the body to forward: the
 client's own with the provider's model id spliced in when the provider speaks the client's
 API, the translated request when it speaks the other one (translate/). Every answer's fixed
 part is built once per (provider, routing, route) and copied per request. A big body read by

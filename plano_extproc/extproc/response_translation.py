@@ -1,7 +1,7 @@
 """One translated response: the ext_proc messages of the second filter in, answers out.
 
 A provider route whose provider speaks the other API turns on a second ext_proc filter for
-the response (envoy_config.py): it sends the response headers, then the body, chunk by chunk
+the response (envoy_config/routes.py): it sends the response headers, then the body, chunk by chunk
 as it arrives, on a gRPC stream whose metadata names the translation pair. No I/O here: the
 server feeds each message to ``TranslatedResponse.handle`` and sends back what it returns.
 

