@@ -60,6 +60,22 @@ def our_headers() -> header_mutation.HeaderMutation:
 _HEADERS, _BODY = ext_proc.ProcessingModeHeaderSendMode, ext_proc.ProcessingModeBodySendMode
 
 
+def _modes(
+    request_body: ext_proc.ProcessingModeBodySendMode = _BODY.NONE,
+    response_headers: ext_proc.ProcessingModeHeaderSendMode = _HEADERS.SKIP,
+    response_body: ext_proc.ProcessingModeBodySendMode = _BODY.NONE,
+) -> ext_proc.ProcessingMode:
+    """The phases an ext_proc filter sends; the request headers and trailers never."""
+    return ext_proc.ProcessingMode(
+        request_header_mode=_HEADERS.SKIP,
+        response_header_mode=response_headers,
+        request_body_mode=request_body,
+        response_body_mode=response_body,
+        request_trailer_mode=_HEADERS.SKIP,
+        response_trailer_mode=_HEADERS.SKIP,
+    )
+
+
 def grpc_service(options: EnvoyOptions) -> core.GrpcService:
     # No grpc_service.timeout: Envoy does not apply it to the ext_proc stream (a 2 s
     # answer passed a 1 s one); message_timeout bounds each answer.
@@ -79,7 +95,6 @@ def grpc_service(options: EnvoyOptions) -> core.GrpcService:
 
 
 def decision_filter(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
-    headers, body = _HEADERS, _BODY
     return ext_proc.ExternalProcessor(
         grpc_service=grpc_service(options),
         failure_mode_allow=False,  # fail closed: nothing leaves unrouted or with client auth
@@ -88,14 +103,7 @@ def decision_filter(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
         # skipped, Envoy applies no header mutation, and the decision travels as dynamic
         # metadata that the provider routes match and turn into headers (bench/RESULTS.md
         # has the cost of both designs).
-        processing_mode=ext_proc.ProcessingMode(
-            request_header_mode=headers.SKIP,
-            response_header_mode=headers.SKIP,
-            request_body_mode=body.BUFFERED,
-            response_body_mode=body.NONE,
-            request_trailer_mode=headers.SKIP,
-            response_trailer_mode=headers.SKIP,
-        ),
+        processing_mode=_modes(request_body=_BODY.BUFFERED),
         metadata_options=ext_proc.MetadataOptions(
             receiving_namespaces=ext_proc.MetadataOptionsMetadataNamespaces(
                 untyped=[METADATA_NAMESPACE, RESPONSE_NAMESPACE]
@@ -111,14 +119,7 @@ def response_filter(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
     return ext_proc.ExternalProcessor(
         grpc_service=grpc_service(options),
         failure_mode_allow=False,
-        processing_mode=ext_proc.ProcessingMode(
-            request_header_mode=_HEADERS.SKIP,
-            response_header_mode=_HEADERS.SKIP,
-            request_body_mode=_BODY.NONE,
-            response_body_mode=_BODY.NONE,
-            request_trailer_mode=_HEADERS.SKIP,
-            response_trailer_mode=_HEADERS.SKIP,
-        ),
+        processing_mode=_modes(),
         # What the response's translator needs of the request, from the decision.
         metadata_options=ext_proc.MetadataOptions(
             forwarding_namespaces=ext_proc.MetadataOptionsMetadataNamespaces(
@@ -133,14 +134,7 @@ def response_filter(options: EnvoyOptions) -> ext_proc.ExternalProcessor:
 
 
 # The response filter's phases on a translated route: the headers, then the body as it comes.
-TRANSLATING = ext_proc.ProcessingMode(
-    request_header_mode=_HEADERS.SKIP,
-    response_header_mode=_HEADERS.SEND,
-    request_body_mode=_BODY.NONE,
-    response_body_mode=_BODY.STREAMED,
-    request_trailer_mode=_HEADERS.SKIP,
-    response_trailer_mode=_HEADERS.SKIP,
-)
+TRANSLATING = _modes(response_headers=_HEADERS.SEND, response_body=_BODY.STREAMED)
 
 
 NO_EXT_PROC = {"envoy.filters.http.ext_proc": Any.pack(ext_proc.ExtProcPerRoute(disabled=True))}

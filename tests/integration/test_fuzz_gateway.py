@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.api_vocabulary import json_values
 from tests.fakes import FakeProvider
 
 from .conftest import Gateway, config_for, start_gateway
@@ -92,20 +93,7 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 # --- strategies ---
 
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=30)
-)
-JSON_VALUES = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
+JSON_VALUES = json_values(max_leaves=12)
 TEXT = st.text(max_size=200) | st.sampled_from(
     ["Write a poem about the sea", "Prove that sqrt(2) is irrational", "hi", "", "  "]
 )

@@ -36,6 +36,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+from tests.api_vocabulary import ANTHROPIC_ERROR_TYPES, SCALARS, STOP_REASONS, json_values
 from tests.fake_providers import FakeAnthropic, FakeOpenAI, _ApiError, thinking_signature
 
 from .conftest import KEYS, Gateway, start_gateway
@@ -73,19 +74,6 @@ DIRECT = {
 # provider may serve them, the named one (or the default) when no route fits.
 ROUTED = (CLAUDE, "claude-haiku-4-5", "claude-sonnet-4-5-20250929", "claude-3-opus-20240229")
 AUTO = ("", "auto", "plano/auto", " auto ")
-ANTHROPIC_TYPES = {
-    "invalid_request_error",
-    "authentication_error",
-    "billing_error",
-    "permission_error",
-    "not_found_error",
-    "request_too_large",
-    "rate_limit_error",
-    "api_error",
-    "timeout_error",
-    "overloaded_error",
-}
-STOP_REASONS = {"end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"}
 # What the gateway answers itself; a provider's own refusal keeps the provider's status.
 DOCUMENTED = {200, 400, 404, 405, 413}
 
@@ -224,20 +212,7 @@ routing:
 # ---------------------------------------------------------------------------------------------
 # Strategies: what an Anthropic client (or an attacker) sends
 
-SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-JSON_VALUES = st.recursive(
-    SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=10,
-)
+JSON_VALUES = json_values(max_leaves=10)
 WORDS = st.sampled_from(
     ["Write a poem about the sea", "Review this function for bugs", "hi", "Grüße 日本語 🎉",
      "write a python script that sorts a list", "What is 2+2?", " ", ""]
@@ -799,7 +774,7 @@ def check_error(response: httpx.Response) -> dict[str, Any]:
     body = _strict(response.content)
     assert body["type"] == "error", body
     error = body["error"]
-    assert isinstance(error, dict) and error["type"] in ANTHROPIC_TYPES, body
+    assert isinstance(error, dict) and error["type"] in ANTHROPIC_ERROR_TYPES, body
     assert isinstance(error["message"], str) and error["message"].strip(), body
     if response.status_code < 500:
         assert error["type"] not in ("api_error", "overloaded_error", "timeout_error"), body
@@ -866,7 +841,7 @@ def check_stream(raw: bytes) -> str:
     kinds = [value["type"] for value in parsed]
     if kinds[-1] == "error":
         error = parsed[-1]["error"]
-        assert error["type"] in ANTHROPIC_TYPES and error["message"], parsed[-1]
+        assert error["type"] in ANTHROPIC_ERROR_TYPES and error["message"], parsed[-1]
         assert "message_stop" not in kinds, kinds
         parsed, kinds = parsed[:-1], kinds[:-1]
         ended = "error"

@@ -46,6 +46,7 @@ from plano_extproc.translate import (
 )
 from plano_extproc.translate.sse import dumps as sse_dumps
 from plano_extproc.wire import INCLUDE_USAGE_KEY, LOCAL_REPLY_HEADER, RESPONSE_NAMESPACE
+from tests.api_vocabulary import ANTHROPIC_ERROR_TYPES, FINISH_REASONS, STOP_REASONS
 from tests.fake_providers import FakeAnthropic, _validate_chat
 from tests.translate_fixtures import (
     ANTHROPIC_ERROR_BODIES,
@@ -82,21 +83,6 @@ FIXED_CLOCK = OpenAIToAnthropic(clock=lambda: CREATED)
 MAX_TOKENS_FIELD = AnthropicToOpenAI(max_tokens_field="max_tokens")
 PAIRS = [TO_OPENAI_CLIENT, TO_ANTHROPIC_CLIENT, FIXED_CLOCK, MAX_TOKENS_FIELD]
 PAIR = st.sampled_from(PAIRS)
-
-ANTHROPIC_ERROR_TYPES = {
-    "invalid_request_error",
-    "authentication_error",
-    "billing_error",
-    "permission_error",
-    "not_found_error",
-    "request_too_large",
-    "rate_limit_error",
-    "api_error",
-    "timeout_error",
-    "overloaded_error",
-}
-STOP_REASONS = {"end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"}
-FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "function_call"}
 
 
 def _record(value: str) -> None:
