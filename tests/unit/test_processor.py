@@ -9,7 +9,7 @@ from google.protobuf import json_format
 
 from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import parse_config
-from plano_extproc.decide import Pending as PendingRoute
+from plano_extproc.decide import Pending
 from plano_extproc.errors import ErrorReply
 from plano_extproc.extproc.processor import Processor, SplicedAnswer, request_body_span
 from plano_extproc.resolve import attach_body, read_chat_request
@@ -226,7 +226,7 @@ def test_a_body_read_by_a_helper_gets_the_same_answer(processor: Processor, raw:
     here = processor.on_request_body(raw)
     read = read_chat_request(raw, reading_for(processor.config.router))
     answer = processor.decide(read if isinstance(read, ErrorReply) else attach_body(read, raw))
-    assert isinstance(here, pb.ProcessingResponse) and not isinstance(answer, PendingRoute)
+    assert isinstance(here, pb.ProcessingResponse) and not isinstance(answer, Pending)
     there = pb.ProcessingResponse.FromString(answer.SerializeToString())
     if here.request_body.response.HasField("body_mutation") or here.HasField("immediate_response"):
         assert there == here
