@@ -42,7 +42,14 @@ def begin(
     """The decision for a parsed request, unless the router must read it first."""
     if isinstance(request, ErrorReply):
         return request
-    decision = resolve(request.model, config, by_preference=api.generates)
+    decision = resolve(
+        request.model,
+        config,
+        by_preference=api.generates,
+        # A provider the request does not go to (a token count it cannot give, which the
+        # gateway estimates) needs no key.
+        needs_key=api.reaches,
+    )
     if isinstance(decision, AskRouter):
         return Pending(request, api, decision)
     return decision

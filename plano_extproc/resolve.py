@@ -13,7 +13,7 @@ answer (or its absence) into the decision, falling back to the named model or th
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Literal
@@ -120,10 +120,16 @@ def attach_body(request: ChatRequest, raw: bytes | memoryview) -> ChatRequest:
 
 
 def resolve(
-    model: str | None, config: Config, *, by_preference: bool = True
+    model: str | None,
+    config: Config,
+    *,
+    by_preference: bool = True,
+    needs_key: Callable[[Provider], bool] | None = None,
 ) -> Decision | ErrorReply | AskRouter:
     """The resolution order for a requested ``model`` (None: the client named none).
-    ``by_preference`` False never asks the router (a token count is not a generation)."""
+    ``by_preference`` False never asks the router (a token count is not a generation);
+    ``needs_key`` says whether the request will reach the chosen provider (a token count
+    the gateway estimates itself does not), so that its missing key is an error."""
     routed_name = model is not None and bool(config.routes) and _routed_by_name(model, config)
     if by_preference and config.routes:
         if model is None:
@@ -135,6 +141,12 @@ def resolve(
         # A name sent through the router that the config does not serve goes to the default
         # (resolve_preference), its token counts too: a coding agent calls both.
         decision = Decision(config.default, "default")
+    if (
+        isinstance(decision, Decision)
+        and needs_key is not None
+        and not needs_key(decision.provider)
+    ):
+        return decision
     return _checked(decision)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import Provider
 from ..errors import ErrorReply, ErrorShape
 
 # The gRPC metadata (an HTTP/2 header of the ext_proc stream) by which a route tells the
@@ -29,6 +30,10 @@ class ClientApi:
     @property
     def path_regex(self) -> str:
         return f"^{self.path}/?$"
+
+    def reaches(self, provider: Provider) -> bool:
+        """Whether a request of this API goes to ``provider`` (else the server answers it)."""
+        return provider.interface in self.upstream_paths
 
     def error_body(self, error: ErrorReply) -> bytes:
         return error.body(self.error_object)

@@ -637,3 +637,15 @@ def test_a_translated_answer_is_valid_json_for_the_upstream_or_a_4xx(
         assert sent["model"] == "gpt-5"
         assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
     assert sent.get("stream", False) is stream
+
+
+def test_a_token_count_the_gateway_estimates_needs_no_key() -> None:
+    # No key variable is set: an OpenAI-compatible provider's count is the gateway's own
+    # estimate (nothing reaches the provider), an Anthropic provider's count is forwarded.
+    keyless = make(env={})
+    estimated = begin_for(COUNT_TOKENS, keyless, "gpt-5.2")
+    assert named(estimated) == ("openai/gpt-5.2", "direct", None)
+    forwarded = begin_for(COUNT_TOKENS, keyless, "claude-sonnet-4-5")
+    assert isinstance(forwarded, ErrorReply) and forwarded.code == "missing_api_key"
+    generated = begin_for(ANTHROPIC_MESSAGES, keyless, "gpt-5.2")
+    assert isinstance(generated, ErrorReply) and generated.code == "missing_api_key"
