@@ -130,17 +130,19 @@ def resolve(
     ``by_preference`` False never asks the router (a token count is not a generation);
     ``needs_key`` says whether the request will reach the chosen provider (a token count
     the gateway estimates itself does not), so that its missing key is an error."""
-    routed_name = model is not None and bool(config.routes) and _routed_by_name(model, config)
+    routed_name = (
+        model is not None
+        and bool(config.routes)
+        and bool(config.router.route_named_models)  # off unless configured: skip the patterns
+        and _routed_by_name(model, config)
+    )
     if by_preference and config.routes:
         if model is None:
             return ASK_ROUTER
         if routed_name:
             return AskRouter(model)
-    decision = _choose(model, config)
-    if routed_name and isinstance(decision, ErrorReply) and config.default is not None:
-        # A name sent through the router that the config does not serve goes to the default
-        # (resolve_preference), its token counts too: a coding agent calls both.
-        decision = Decision(config.default, "default")
+    # A routed name's token counts go where its generations would (a coding agent calls both).
+    decision = _routed_fallback(model, config) if routed_name else _choose(model, config)
     if (
         isinstance(decision, Decision)
         and needs_key is not None
@@ -169,12 +171,17 @@ def resolve_preference(
         for route in config.routes:
             if route.name == choice.route:
                 return _checked(Decision(route.provider, "preference", route.name))
-    decision = _choose(fallback, config)
-    if isinstance(decision, ErrorReply) and fallback is not None and config.default is not None:
-        # A model sent through the router that the config does not serve (a coding agent's
-        # dated model name): the default serves it rather than a 400 for a routed request.
-        decision = Decision(config.default, "default")
-    return _checked(decision)
+    return _checked(_routed_fallback(fallback, config))
+
+
+def _routed_fallback(model: str | None, config: Config) -> Decision | ErrorReply:
+    """Who serves a request the router did not place: the model it named, or the default when
+    it named none or one the config does not serve (a coding agent's dated model name)
+    rather than a 400 for a request the config routes."""
+    decision = _choose(model, config)
+    if isinstance(decision, ErrorReply) and config.default is not None:
+        return Decision(config.default, "default")
+    return decision
 
 
 def _checked(decision: Decision | ErrorReply) -> Decision | ErrorReply:

@@ -32,8 +32,6 @@ ROUTE_HEADER = "x-plano-route"
 # Response header -> the metadata key it is made of.
 DECISION_METADATA = {MODEL_HEADER: MODEL_KEY, ROUTING_HEADER: ROUTING_KEY, ROUTE_HEADER: ROUTE_KEY}
 
-CHAT_PATH = "/v1/chat/completions"
-UPSTREAM_CHAT_SUFFIX = "/chat/completions"  # after the provider's base_url path
 # Every header of ours starts so. Envoy drops a client's before anything reads them and a
 # provider's before the client sees them; only the decision headers above are set, by Envoy.
 OUR_HEADER_PREFIX = "x-plano-"

@@ -46,3 +46,30 @@ STOP_REASONS = frozenset(
 )
 # OpenAI's finish reasons.
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+
+
+def sse_events(raw: bytes, *, complete: bool = True) -> list[tuple[str | None, str]]:
+    """(event name, data) per server-sent event, read by the SSE rules (several data lines
+    join, comments are skipped). ``complete``: the stream must end with a blank line."""
+    events: list[tuple[str | None, str]] = []
+    name: str | None = None
+    data: list[str] = []
+    text = raw.decode("utf-8")
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        if not line:
+            if data:
+                events.append((name, "\n".join(data)))
+            name, data = None, []
+        elif line.startswith(":"):
+            continue
+        else:
+            key, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if key == "event":
+                name = value
+            elif key == "data":
+                data.append(value)
+    if data:
+        assert not complete, f"an event with no blank line after it: {raw[-300:]!r}"
+        events.append((name, "\n".join(data)))
+    return events

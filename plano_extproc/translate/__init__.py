@@ -14,7 +14,6 @@ from .anthropic_to_openai import AnthropicToOpenAI
 from .base import (
     ANTHROPIC,
     OPENAI,
-    PATHS,
     StreamTranslator,
     TranslationError,
     Translator,
@@ -47,7 +46,6 @@ __all__ = [
     "ANTHROPIC",
     "APIS",
     "OPENAI",
-    "PATHS",
     "AnthropicToOpenAI",
     "OpenAIToAnthropic",
     "StreamTranslator",

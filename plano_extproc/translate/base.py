@@ -16,9 +16,8 @@ A pair translates one client API to one upstream API, per message, with no I/O:
 - ``error(status, body)``: an upstream error response (any bytes) to the status and body of
   the client's error shape. Never raises.
 
-``upstream_path`` is the upstream endpoint below the provider's base URL and
-``upstream_headers`` the headers the upstream API needs that a client of the other API does
-not send. ``wants_stream`` tells whether a client request (either API) asks for streaming.
+Where each upstream API is and the headers it needs are upstreams/'s (the Envoy routes set
+them). ``wants_stream`` tells whether a client request (either API) asks for streaming.
 """
 
 from __future__ import annotations
@@ -28,13 +27,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, TypeGuard
 
-from ..upstreams import ANTHROPIC_NATIVE, ANTHROPIC_VERSION, OPENAI_COMPATIBLE
+from ..upstreams import ANTHROPIC_NATIVE, OPENAI_COMPATIBLE
 from .sse import Event, SSEParser, dumps
 
 OPENAI = OPENAI_COMPATIBLE.name
 ANTHROPIC = ANTHROPIC_NATIVE.name
-# Each API's endpoint below a provider's base URL ("https://api.anthropic.com/v1").
-PATHS = {OPENAI: OPENAI_COMPATIBLE.path, ANTHROPIC: ANTHROPIC_NATIVE.path}
 # What a bug in a translator is turned into rather than an exception out of it.
 _UNEXPECTED = (
     TypeError,
@@ -70,14 +67,6 @@ class Translator(ABC):
 
     client_api: ClassVar[str]
     upstream_api: ClassVar[str]
-
-    @property
-    def upstream_path(self) -> str:
-        return PATHS[self.upstream_api]
-
-    @property
-    def upstream_headers(self) -> dict[str, str]:
-        return {"anthropic-version": ANTHROPIC_VERSION} if self.upstream_api == ANTHROPIC else {}
 
     def request(self, body: Mapping[str, Any], model_id: str) -> JSON:
         if not isinstance(body, Mapping):

@@ -26,6 +26,7 @@ import httpx
 import openai
 import pytest
 
+from tests.api_vocabulary import sse_events
 from tests.fake_providers import (
     Failure,
     FakeAnthropic,
@@ -303,27 +304,8 @@ def check_decision(headers: Any, path: Path, routing: str) -> None:
 
 
 def sse(response: httpx.Response) -> list[tuple[str | None, str]]:
-    """(event name, data) per event, read by the SSE rules (several data lines join)."""
-    events: list[tuple[str | None, str]] = []
-    name: str | None = None
-    data: list[str] = []
-    for line in response.iter_lines():
-        if not line:
-            if data:
-                events.append((name, "\n".join(data)))
-            name, data = None, []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
-    if data:
-        events.append((name, "\n".join(data)))
-    return events
+    """(event name, data) per event of a streamed response, read whole."""
+    return sse_events(response.read(), complete=False)
 
 
 def anthropic_events(events: list[tuple[str | None, str]]) -> list[dict[str, Any]]:

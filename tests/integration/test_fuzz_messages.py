@@ -36,7 +36,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from tests.api_vocabulary import ANTHROPIC_ERROR_TYPES, SCALARS, STOP_REASONS, json_values
+from tests.api_vocabulary import (
+    ANTHROPIC_ERROR_TYPES,
+    SCALARS,
+    STOP_REASONS,
+    json_values,
+    sse_events,
+)
 from tests.fake_providers import FakeAnthropic, FakeOpenAI, _ApiError, thinking_signature
 
 from .conftest import KEYS, Gateway, start_gateway
@@ -801,30 +807,6 @@ def check_message(body: Any) -> None:
     usage = body["usage"]
     for key in ("input_tokens", "output_tokens"):
         assert _is_int(usage[key]) and usage[key] >= 0, usage
-
-
-def sse_events(raw: bytes) -> list[tuple[str | None, str]]:
-    """(event name, data) per event, by the SSE rules (several data lines join)."""
-    events: list[tuple[str | None, str]] = []
-    name: str | None = None
-    data: list[str] = []
-    text = raw.decode("utf-8")
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        if not line:
-            if data:
-                events.append((name, "\n".join(data)))
-            name, data = None, []
-        elif line.startswith(":"):
-            continue
-        else:
-            key, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if key == "event":
-                name = value
-            elif key == "data":
-                data.append(value)
-    assert not data, f"an event with no blank line after it: {raw[-300:]!r}"
-    return events
 
 
 def check_stream(raw: bytes) -> str:

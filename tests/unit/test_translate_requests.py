@@ -17,6 +17,7 @@ from plano_extproc.translate import (
     wants_stream,
 )
 from plano_extproc.translate.openai_to_anthropic import JSON_OBJECT_INSTRUCTION
+from plano_extproc.upstreams import UPSTREAM_APIS
 
 pytestmark = pytest.mark.unit
 
@@ -64,10 +65,13 @@ def test_the_registry_pairs_the_apis() -> None:
 
 
 def test_upstream_path_and_headers() -> None:
-    assert TO_ANTHROPIC.upstream_path == "/messages"
-    assert TO_ANTHROPIC.upstream_headers == {"anthropic-version": "2023-06-01"}
-    assert TO_OPENAI.upstream_path == "/chat/completions"
-    assert TO_OPENAI.upstream_headers == {}
+    # What a translated request is sent to, and with: the upstream API's module says.
+    anthropic = UPSTREAM_APIS[TO_ANTHROPIC.upstream_api]
+    assert anthropic.path == "/messages"
+    assert anthropic.required_headers == {"anthropic-version": "2023-06-01"}
+    openai = UPSTREAM_APIS[TO_OPENAI.upstream_api]
+    assert openai.path == "/chat/completions"
+    assert openai.required_headers == {}
 
 
 @pytest.mark.parametrize(
