@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return 2
-    if not getattr(args, "quiet_warnings", False):
+    # validate prints them in its summary; `up` has printed them already for `serve`.
+    if not getattr(args, "quiet_warnings", False) and args.run is not _validate:
         for warning in config.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     result: int = args.run(config, args)

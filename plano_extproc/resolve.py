@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from typing import Literal
 
 from . import body as json_body
-from .config import AUTO_MODEL_NAMES, Config, Provider
+from .config import AUTO_MODEL_NAMES, Config, Found, Provider, lookup
 from .errors import ErrorReply, invalid_request, quoted
 from .router.base import OTHER, RouteChoice
 from .router.conversation import Reading, conversation
@@ -39,9 +39,21 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Decision:
-    provider: Provider
+    provider: Provider  # the config entry that serves it (``openai/*`` for a wildcard)
     routing: Routing
     route: str | None = None  # the routing preference that chose it, for "preference"
+    # The model id the provider receives, when ``provider`` is a wildcard ("": its own).
+    wildcard_id: str = ""
+
+    @property
+    def model_id(self) -> str:
+        """What the provider receives in ``model``."""
+        return self.wildcard_id or self.provider.model_id
+
+    @property
+    def model(self) -> str:
+        """The model that serves it, as the client sees it: ``openai/gpt-5.2``."""
+        return f"{self.provider.provider}/{self.model_id}"
 
 
 @dataclass(frozen=True)
@@ -170,7 +182,8 @@ def resolve_preference(
     ):
         for route in config.routes:
             if route.name == choice.route:
-                return _checked(Decision(route.provider, "preference", route.name))
+                decision = Decision(route.provider, "preference", route.name, route.model_id)
+                return _checked(decision)
     return _checked(_routed_fallback(fallback, config))
 
 
@@ -209,17 +222,20 @@ def _choose(model: str | None, config: Config) -> Decision | ErrorReply:
         )
     alias = config.aliases.get(model)
     if alias is not None:
-        return Decision(alias.target, "alias")
-    provider = config.by_name.get(model)
-    if provider is not None:
-        return Decision(provider, "direct")
-    candidates = config.by_model_id.get(model, ())
-    if len(candidates) == 1:
-        return Decision(candidates[0], "direct")
-    if candidates:
+        return Decision(alias.target, "alias", wildcard_id=alias.model_id)
+    found = lookup(model, config.by_name, config.by_model_id, config.wildcards)
+    if isinstance(found, Found):
+        return Decision(found.provider, "direct", wildcard_id=found.model_id)
+    if found.bad_id is not None:
+        return invalid_request(
+            f"The model {quoted(model)} cannot be sent on: {found.bad_id}.",
+            param="model",
+            code="model_not_found",
+        )
+    if found.candidates:
         return invalid_request(
             f"The model {quoted(model)} is served by several providers "
-            f"({', '.join(p.name for p in candidates)}): name one as provider/model.",
+            f"({', '.join(found.candidates)}): name one as provider/model.",
             param="model",
             code="model_ambiguous",
         )

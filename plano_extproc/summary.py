@@ -13,6 +13,8 @@ def _size(n: int) -> str:
 
 
 def _key(p: Provider) -> str:
+    if p.passthrough_auth:
+        return "the client's own key (passthrough_auth)"
     if not p.access_key_vars:
         return "key given inline" if p.access_key else "no key"
     names = ", ".join(f"${v}" for v in p.access_key_vars)
@@ -23,21 +25,24 @@ def summarize(config: Config) -> str:
     lis = config.listener
     lines = [
         f"{config.source}: OK",
+        f"format: {config.format}",
         f"listener: {lis.address}:{lis.port}  format {lis.message_format}  "
         f"timeout {lis.timeout_s:g}s  max body {_size(lis.max_body_bytes)}",
         f"providers ({len(config.providers)}):",
     ]
     for p in config.providers:
         flag = "  [default]" if p.default else ""
+        flag += "  [any model id]" if p.wildcard else ""
+        api = f"{p.interface} API" + (
+            f", Azure deployments, api-version {p.api_version}" if p.api_version else ""
+        )
         lines.append(
-            f"  {p.name}{flag}  -> {p.endpoint.url} ({p.interface} API)  cluster {p.cluster}  "
-            f"{_key(p)}"
+            f"  {p.name}{flag}  -> {p.endpoint.url} ({api})  cluster {p.cluster}  {_key(p)}"
         )
     lines.append(f"aliases ({len(config.aliases)}):")
-    lines += [f"  {a.name} -> {a.target.name}" for a in config.aliases.values()]
-    routes = [(r, p) for p in config.providers for r in p.routing_preferences]
-    lines.append(f"routes ({len(routes)}):")
-    lines += [f"  {r.name} -> {p.name}: {r.description}" for r, p in routes]
+    lines += [f"  {a.name} -> {a.model}" for a in config.aliases.values()]
+    lines.append(f"routes ({len(config.routes)}):")
+    lines += [f"  {r.name} -> {r.model}: {r.description}" for r in config.routes]
     fallback = config.default.name if config.default else "error (no default provider)"
     if config.routes:
         r = config.router

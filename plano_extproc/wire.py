@@ -6,7 +6,12 @@ decision headers the client sees.
 """
 
 METADATA_NAMESPACE = "plano"
-MODEL_KEY = "model"  # the provider that serves the request, e.g. openai/gpt-5.2
+# The provider entry that serves the request (openai/gpt-5.2, or openai/* for a wildcard): the
+# provider routes match it.
+PROVIDER_KEY = "provider"
+MODEL_KEY = "model"  # the model that serves it, e.g. openai/gpt-5.2: the x-plano-model header
+# A wildcard's model id (gpt-4.1 of openai/gpt-4.1): Azure's deployment path is made of it.
+MODEL_ID_KEY = "model_id"
 ROUTING_KEY = "routing"  # direct, alias, default or preference
 ROUTE_KEY = "route"  # the routing preference that chose it (preference only)
 # The provider credential, header value ready. Never log this namespace.

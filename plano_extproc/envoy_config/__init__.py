@@ -32,7 +32,14 @@ from ..wire import envoy_body_limit
 from .binary import envoy_binary, system_ca_bundle, validate_with_envoy
 from .clusters import EXTPROC_CLUSTER, extproc_cluster, provider_cluster
 from .common import address, http_filter
-from .filters import RESPONSE_FILTER, STATUS_ON_ERROR, decision_filter, our_headers, response_filter
+from .filters import (
+    HEADER_MUTATION,
+    RESPONSE_FILTER,
+    STATUS_ON_ERROR,
+    decision_filter,
+    our_headers,
+    response_filter,
+)
 from .options import (
     ADMIN_SOCKET_MODE,
     DEFAULT_ADMIN_SOCKET,
@@ -108,7 +115,7 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         route_config=route_table(config),
         http_filters=[
             # First, so it sees the request before anything reads it and the response last.
-            http_filter("envoy.filters.http.header_mutation", our_headers()),
+            http_filter(HEADER_MUTATION, our_headers()),
             http_filter("envoy.filters.http.ext_proc", decision_filter(options)),
             # With the headers phase skipped, ext_proc lets the headers on at once: this holds
             # them (and the body) until ext_proc has answered, so the router picks its route

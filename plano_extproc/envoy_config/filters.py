@@ -29,6 +29,9 @@ from .options import EnvoyOptions
 # The second ext_proc filter: it reads responses on the routes whose provider speaks the other
 # API, and nowhere else (envoy/README.md: why a second filter).
 RESPONSE_FILTER = "plano.translate_responses"
+# The filter that keeps x-plano-* headers ours (our_headers); a route may add to its work
+# (Azure OpenAI's api-version query).
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
 
 
 # Every ext_proc failure but a timeout gets this status: our server's ImmediateResponses use

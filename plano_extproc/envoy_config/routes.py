@@ -11,12 +11,13 @@ from datetime import timedelta
 from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
 from envoy_data_plane.envoy.type.matcher.v3 import (
     RegexMatchAndSubstitute,
     RegexMatcher,
     StringMatcher,
 )
-from envoy_data_plane.google.protobuf import Any
+from envoy_data_plane.google.protobuf import Any, Value
 
 from ..apis import ANTHROPIC_MESSAGES, API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi
 from ..config import Config, Provider
@@ -24,25 +25,27 @@ from ..upstreams import UPSTREAM_APIS
 from ..wire import (
     AUTH_KEY,
     CLIENT_ONLY_HEADERS,
-    MODEL_KEY,
+    MODEL_ID_KEY,
+    PROVIDER_KEY,
     TRANSLATE_METADATA,
 )
 from .common import header, json_error, json_text, metadata_is, metadata_value
-from .filters import NO_EXT_PROC, RESPONSE_FILTER, TRANSLATING
+from .filters import HEADER_MUTATION, NO_EXT_PROC, RESPONSE_FILTER, TRANSLATING
 
 
 def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Route:
     """Where a request of ``api`` goes once the server chose ``p``: the provider's endpoint
     for it, with the provider's credential; translated both ways when ``p`` speaks the
     other API."""
-    decided = metadata_is(MODEL_KEY, p.name)
-    keyed = p.access_key is not None or bool(p.missing_vars)
+    decided = metadata_is(PROVIDER_KEY, p.name)
     translated = p.interface != api.name
     # Client credentials and cookies are meant for the gateway, never for the provider.
     # Envoy removes before it adds, so the provider's own credential header survives
-    # with the server's value. (Every x-plano-* header is dealt with by our_headers.)
-    remove = list(CLIENT_ONLY_HEADERS)
-    add = [header(p.auth_header, metadata_value(AUTH_KEY))] if keyed else []
+    # with the server's value. (Every x-plano-* header is dealt with by our_headers.) With
+    # passthrough_auth the client's credential in the provider's header is the key.
+    remove = [h for h in CLIENT_ONLY_HEADERS if not (p.passthrough_auth and h == p.auth_header)]
+    add = [header(p.auth_header, metadata_value(AUTH_KEY))] if p.keyed else []
+    add += [header(name, value) for name, value in p.headers]
     upstream = UPSTREAM_APIS[p.interface]
     # What the upstream API requires (Anthropic: a version): a client of the same API sends
     # its own (with its anthropic-beta), which pass untouched; a translated request is
@@ -59,6 +62,9 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
             grpc_initial_metadata=[core.HeaderValue(key=TRANSLATE_METADATA, value=pair)],
         )
         per_filter[RESPONSE_FILTER] = Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
+    api_path = api.upstream_paths[p.interface]
+    if p.api_version is not None:
+        per_filter[HEADER_MUTATION] = Any.pack(_api_version_query(p.api_version))
     return route.Route(
         name=f"{api.route_prefix}:{p.name}",
         match=route.RouteMatch(
@@ -66,12 +72,16 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
         ),
         route=route.RouteAction(
             cluster=p.cluster,
-            auto_host_rewrite=True,
+            host_rewrite_literal=p.http_host,
+            auto_host_rewrite=True if p.http_host is None else None,
             # The provider's base_url path replaces the client's /v1; the query is kept.
-            regex_rewrite=RegexMatchAndSubstitute(
+            regex_rewrite=None
+            if p.api_version is not None
+            else RegexMatchAndSubstitute(
                 pattern=RegexMatcher(regex=api.path_regex),
-                substitution=p.endpoint.path_prefix + api.upstream_paths[p.interface],
+                substitution=p.endpoint.path_prefix + api_path,
             ),
+            path_rewrite=_deployment_path(p, api_path) if p.api_version is not None else "",
             # A route timeout spans the whole response, streamed chunks included (a 4 s
             # stream was cut at 2 s). So the user's timeout bounds upstream silence
             # instead: until the first byte, then between chunks.
@@ -90,6 +100,28 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
         request_headers_to_remove=remove,
         request_headers_to_add=add,
         typed_per_filter_config=per_filter,
+    )
+
+
+def _deployment_path(p: Provider, api_path: str) -> str:
+    """Azure OpenAI's path: the model id is the deployment, before the API's own path
+    (/openai/deployments/<id>/chat/completions); a wildcard's id comes with the decision."""
+    deployment = metadata_value(MODEL_ID_KEY) if p.wildcard else p.model_id
+    return f"{p.endpoint.path_prefix}/openai/deployments/{deployment}{api_path}"
+
+
+def _api_version_query(version: str) -> header_mutation.HeaderMutationPerRoute:
+    """``api-version`` in the query, set over any the client sent; the rest of the query
+    is kept."""
+    action = core.KeyValueAppendKeyValueAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+    version_query = core.KeyValueMutation(
+        append=core.KeyValueAppend(
+            record=core.KeyValuePair(key="api-version", value=Value(string_value=version)),
+            action=action,
+        )
+    )
+    return header_mutation.HeaderMutationPerRoute(
+        mutations=header_mutation.Mutations(query_parameter_mutations=[version_query])
     )
 
 
@@ -198,20 +230,30 @@ class _Models:
 
 
 def _models(config: Config) -> _Models:
-    """The /v1/models answers: they depend on the config only, so Envoy gives them."""
+    """The /v1/models answers: they depend on the config only, so Envoy gives them. A
+    wildcard's models are whatever its provider has: the listing names the providers that
+    take any model id instead of listing ids."""
     entries: dict[str, dict[str, object]] = {}
     for p in config.providers:
-        entries[p.name] = {"id": p.name, "object": "model", "created": 0, "owned_by": p.provider}
+        if not p.wildcard:
+            entries[p.name] = {
+                "id": p.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": p.provider,
+            }
     for alias in config.aliases.values():
         entries[alias.name] = {
             "id": alias.name,
             "object": "model",
             "created": 0,
             "owned_by": "plano",
-            "target": alias.target.name,
+            "target": alias.model,
         }
-    listing = json_text({"object": "list", "data": list(entries.values())})
-    return _Models(listing, {k: json_text(v) for k, v in entries.items()})
+    listing: dict[str, object] = {"object": "list", "data": list(entries.values())}
+    if config.wildcards:
+        listing["accepts_any_model_id"] = [w.name for w in config.wildcards.values()]
+    return _Models(json_text(listing), {k: json_text(v) for k, v in entries.items()})
 
 
 def _direct(

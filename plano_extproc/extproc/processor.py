@@ -34,7 +34,9 @@ from ..wire import (
     AUTH_KEY,
     INCLUDE_USAGE_KEY,
     METADATA_NAMESPACE,
+    MODEL_ID_KEY,
     MODEL_KEY,
+    PROVIDER_KEY,
     RESPONSE_NAMESPACE,
     ROUTE_KEY,
     ROUTING_KEY,
@@ -205,8 +207,8 @@ class Processor:
         if interface != api.name:
             return self._translated(response, decision, request, api)
         if type(request.wire.text) is not str:  # a big body, read by a helper process
-            return SplicedAnswer(response, pieces(request.wire, decision.provider.model_id))
-        new_body = with_model(request.wire, decision.provider.model_id)
+            return SplicedAnswer(response, pieces(request.wire, decision.model_id))
+        new_body = with_model(request.wire, decision.model_id)
         if new_body is not None:
             # Envoy sets content-length from the new body itself (no headers phase).
             response.request_body.response.body_mutation.body = new_body
@@ -223,7 +225,7 @@ class Processor:
         assert pair is not None  # the APIs differ
         body = _value(request)
         try:
-            translated = pair.request(body, decision.provider.model_id)
+            translated = pair.request(body, decision.model_id)
         except TranslationError as refused:
             status, reply = pair.refusal(refused)
             return self._decided_reply(decision, status, reply)
@@ -251,22 +253,37 @@ class Processor:
         return reply
 
     def _template(self, decision: Decision) -> pb.ProcessingResponse:
-        key = (decision.provider.name, decision.routing, decision.route)
+        """The answer's fixed part for a decision: one per (entry, routing, route), made
+        once; a wildcard's carries the model id the client named, so it is made each time
+        (a cache keyed by client-chosen ids would grow without bound)."""
+        provider = decision.provider
+        if provider.wildcard:
+            return self._make_template(decision)
+        key = (provider.name, decision.routing, decision.route)
         template = self._templates.get(key)
         if template is None:
-            provider = decision.provider
-            fields = {MODEL_KEY: provider.name, ROUTING_KEY: decision.routing}
-            if decision.route is not None:
-                fields[ROUTE_KEY] = decision.route
-            if provider.access_key is not None:
-                fields[AUTH_KEY] = provider.auth_prefix + provider.access_key
-            metadata = struct_pb2.Struct()
-            metadata.update({METADATA_NAMESPACE: fields})
-            template = pb.ProcessingResponse(
-                request_body=pb.BodyResponse(response=_CLEAR_ROUTE), dynamic_metadata=metadata
-            )
-            self._templates[key] = template
+            template = self._templates[key] = self._make_template(decision)
         return template
+
+    @staticmethod
+    def _make_template(decision: Decision) -> pb.ProcessingResponse:
+        provider = decision.provider
+        fields = {
+            PROVIDER_KEY: provider.name,
+            MODEL_KEY: decision.model,
+            ROUTING_KEY: decision.routing,
+        }
+        if provider.wildcard:
+            fields[MODEL_ID_KEY] = decision.model_id
+        if decision.route is not None:
+            fields[ROUTE_KEY] = decision.route
+        if provider.access_key is not None:
+            fields[AUTH_KEY] = provider.auth_prefix + provider.access_key
+        metadata = struct_pb2.Struct()
+        metadata.update({METADATA_NAMESPACE: fields})
+        return pb.ProcessingResponse(
+            request_body=pb.BodyResponse(response=_CLEAR_ROUTE), dynamic_metadata=metadata
+        )
 
 
 def request_body_span(payload: bytes) -> tuple[int, int] | None:

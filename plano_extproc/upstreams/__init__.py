@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .anthropic_native import ANTHROPIC_NATIVE, ANTHROPIC_VERSION
 from .base import UpstreamApi
-from .builtin import BUILTIN_PROVIDERS, ProviderSpec
+from .builtin import AZURE_API_VERSION, BUILTIN_PROVIDERS, UNSUPPORTED_PROVIDERS, ProviderSpec
 from .openai_compatible import OPENAI_COMPATIBLE
 
 UPSTREAM_APIS = {api.name: api for api in (OPENAI_COMPATIBLE, ANTHROPIC_NATIVE)}
@@ -18,9 +18,11 @@ INTERFACES = tuple(UPSTREAM_APIS)
 __all__ = [
     "ANTHROPIC_NATIVE",
     "ANTHROPIC_VERSION",
+    "AZURE_API_VERSION",
     "BUILTIN_PROVIDERS",
     "INTERFACES",
     "OPENAI_COMPATIBLE",
+    "UNSUPPORTED_PROVIDERS",
     "UPSTREAM_APIS",
     "ProviderSpec",
     "UpstreamApi",

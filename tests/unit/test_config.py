@@ -133,19 +133,20 @@ def test_unknown_keys_are_located() -> None:
         "extra: 1\n"
     )
     assert errors == [
-        "plano.yaml:7: extra: unknown key; allowed here: version, listeners, llm_providers, "
-        "model_aliases, routing",
+        "plano.yaml:7: extra: unknown key; allowed here: version, listeners, model_providers, "
+        "llm_providers, model_aliases, routing, routing_preferences",
         "plano.yaml:3: listeners.egress_traffic.prot: unknown key; allowed here: address, port, "
         "message_format, timeout, max_body_size, max_concurrent_requests",
         "plano.yaml:6: llm_providers[0].acess_key: unknown key; allowed here: model, access_key, "
-        "default, base_url, provider_interface, routing_preferences",
+        "default, base_url, provider_interface, routing_preferences, headers, http_host, "
+        "passthrough_auth, api_version",
     ]
 
 
 def test_model_without_provider_prefix() -> None:
     assert errors_of("llm_providers:\n  - model: gpt-5\n") == [
         "plano.yaml:2: llm_providers[0].model: must be 'provider/model-id' "
-        "(e.g. openai/gpt-5), got 'gpt-5'"
+        "(e.g. openai/gpt-5) or 'provider/*' (any model id of that provider), got 'gpt-5'"
     ]
 
 
@@ -228,8 +229,8 @@ def test_alias_target_matches_several() -> None:
         "model_aliases:\n  fast:\n    target: m\n"
     )
     assert errors_of(text) == [
-        "plano.yaml:6: model_aliases.fast.target: 'm' matches several models "
-        "(openai/m, groq/m): write provider/model-id"
+        "plano.yaml:6: model_aliases.fast.target: 'm' is ambiguous: it could be "
+        "openai/m, groq/m: write provider/model-id"
     ]
 
 
@@ -240,7 +241,8 @@ def test_alias_with_provider_prefix_and_missing_target() -> None:
     )
     assert errors_of(text) == [
         "plano.yaml:7: model_aliases.slow.target: must be a configured model: "
-        "provider/model-id or a bare model-id, got nothing"
+        "provider/model-id, a bare model-id, or provider/<id> for a provider/* entry, "
+        "got nothing"
     ]
     config = parse_config(text.replace("  slow: {}\n", ""), "p.yaml", {})
     assert config.aliases["fast"].target.name == "groq/m"
@@ -314,8 +316,9 @@ def test_bad_port_and_format() -> None:
 
 def test_no_providers_and_bad_yaml() -> None:
     assert errors_of("listeners: {}\n") == [
-        "plano.yaml:1: llm_providers: must be a non-empty list of providers, each with at least "
-        "a 'model: provider/model-id'"
+        "plano.yaml:1: model_providers: must be a non-empty list of providers "
+        "(model_providers, or llm_providers in Plano's legacy format), each with at least a "
+        "'model: provider/model-id' (or provider/* for any model id)"
     ]
     (error,) = errors_of("llm_providers: [\n")
     assert error.startswith("plano.yaml:2: not valid YAML: ")

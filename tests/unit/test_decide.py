@@ -378,6 +378,7 @@ def test_same_api_splices_the_model_into_the_clients_own_bytes(processor: Proces
     metadata, new = routed(answer_of(processor, raw, ANTHROPIC_MESSAGES))
     assert metadata == {
         "plano": {
+            "provider": "anthropic/claude-sonnet-4-5",
             "model": "anthropic/claude-sonnet-4-5",
             "routing": "alias",
             "auth": "sk-a",  # x-api-key takes the bare key
@@ -410,7 +411,12 @@ def test_an_openai_request_for_an_anthropic_provider_is_translated(processor: Pr
 def test_an_anthropic_request_for_an_openai_provider_is_translated(processor: Processor) -> None:
     raw = body(ANTHROPIC_MESSAGES, "fast-model", stream=True, temperature=0.5)
     metadata, new = routed(answer_of(processor, raw, ANTHROPIC_MESSAGES))
-    decision = {"model": "openai/gpt-5.2", "routing": "alias", "auth": "Bearer sk-o"}
+    decision = {
+        "provider": "openai/gpt-5.2",
+        "model": "openai/gpt-5.2",
+        "routing": "alias",
+        "auth": "Bearer sk-o",
+    }
     assert metadata["plano"] == decision
     assert metadata["plano_response"] == {"include_usage": False}  # not an OpenAI client's ask
     assert new is not None

@@ -299,7 +299,7 @@ def test_one_route_per_provider_matched_on_the_servers_decision() -> None:
             "dynamic_metadata": [
                 {
                     "filter": "plano",
-                    "path": [{"key": "model"}],
+                    "path": [{"key": "provider"}],
                     "value": {"string_match": {"exact": p.name}},
                 }
             ],
@@ -722,7 +722,7 @@ def take(boot: dict[str, Any], method: str, path: str, model: str | None = None)
             continue
         wanted = match.get("dynamic_metadata", [])
         for matcher in wanted:
-            assert (matcher["filter"], matcher["path"]) == ("plano", [{"key": "model"}])
+            assert (matcher["filter"], matcher["path"]) == ("plano", [{"key": "provider"}])
         if wanted and (model is None or any(
             m["value"] != {"string_match": {"exact": model}} for m in wanted
         )):  # fmt: skip

@@ -155,7 +155,8 @@ def test_routing_section_errors_are_located() -> None:
         )
     assert info.value.errors == [
         "p.yaml:27: routing.colour: unknown key; allowed here: router, model_dir, device, "
-        "threads, timeout, max_tokens, min_confidence, decoding, route_named_models",
+        "threads, timeout, max_tokens, min_confidence, decoding, route_named_models, "
+        "route_on_user_only",
         "p.yaml:20: routing.router: must be one of embedded, arch, none, got 'gpt'",
         "p.yaml:21: routing.device: must be one of cpu, cuda, got 'tpu'",
         "p.yaml:22: routing.threads: must be 1-256 threads, or 0 to let onnxruntime choose, got -1",

@@ -75,6 +75,7 @@ def test_alias_rewrites_model_in_place_and_sends_the_decision(processor: Process
     )
     decision, new_body = routed(processor, raw)
     assert decision == {
+        "provider": "openai/gpt-5.2",
         "model": "openai/gpt-5.2",
         "routing": "alias",
         "auth": "Bearer sk-o",
@@ -87,6 +88,7 @@ def test_direct_route_names_the_provider(processor: Processor) -> None:
     body = {"model": "anthropic/claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]}
     decision, new_body = routed(processor, body)
     assert decision == {
+        "provider": "anthropic/claude-sonnet-4-5",
         "model": "anthropic/claude-sonnet-4-5",
         "routing": "direct",
         "auth": "sk-a",  # Anthropic's native API takes the bare key (in x-api-key)
@@ -108,7 +110,7 @@ def test_a_body_already_naming_the_providers_model_is_not_replaced(processor: Pr
 
 def test_keyless_provider_gets_no_credential(processor: Processor) -> None:
     decision, _ = routed(processor, {"model": "llama3", "messages": [{"role": "user"}]})
-    assert decision == {"model": "ollama/llama3", "routing": "direct"}
+    assert decision == {"provider": "ollama/llama3", "model": "ollama/llama3", "routing": "direct"}
 
 
 def test_default_when_no_model_adds_it(processor: Processor) -> None:
