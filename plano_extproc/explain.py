@@ -80,7 +80,7 @@ def _result(
     result: dict[str, object] = {
         "route": decision.route or (OTHER if choice is not None else None),
         "provider": provider.provider,
-        "model": provider.name,
+        "model": decision.model,
         "routing": decision.routing,
         "scores": {k: round(v, 4) for k, v in choice.scores.items()} if choice else {},
         "latency_ms": round(latency_ms, 2),

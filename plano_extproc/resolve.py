@@ -239,6 +239,14 @@ def _choose(model: str | None, config: Config) -> Decision | ErrorReply:
             param="model",
             code="model_ambiguous",
         )
+    if found.unclaimed:
+        return invalid_request(
+            f"The model {quoted(model)} is of no model family this gateway knows, and "
+            f"several providers take any model id ({', '.join(found.unclaimed)}): name it "
+            "as provider/model.",
+            param="model",
+            code="model_ambiguous",
+        )
     return invalid_request(
         f"The model {quoted(model)} is not served by this gateway. "
         f"Use one of: {', '.join(config.model_names())}.",

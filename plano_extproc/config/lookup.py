@@ -34,6 +34,8 @@ class NotFound:
     candidates: tuple[str, ...] = ()
     # Why a wildcard cannot pass this id on (None: no wildcard was asked).
     bad_id: str | None = None
+    # A bare id of no known model family, with several wildcards that could each take it.
+    unclaimed: tuple[str, ...] = ()
 
 
 def lookup(
@@ -62,7 +64,7 @@ def lookup(
         return NotFound(tuple(f"{w.provider}/{model}" for w in owners))
     if len(wildcards) == 1:
         return _through(next(iter(wildcards.values())), model)
-    return NotFound(tuple(f"{w.provider}/{model}" for w in wildcards.values()))
+    return NotFound(unclaimed=tuple(w.name for w in wildcards.values()))
 
 
 def _through(wildcard: Provider, model_id: str) -> Found | NotFound:

@@ -831,10 +831,11 @@ class _Parser:
             return found
         if found.bad_id:
             self.error(path, f"'{name}': {found.bad_id}")
-        elif found.candidates:
+        elif found.candidates or found.unclaimed:
+            could_be = found.candidates or tuple(w.replace("*", name) for w in found.unclaimed)
             self.error(
                 path,
-                f"'{name}' is ambiguous: it could be {', '.join(found.candidates)}: "
+                f"'{name}' is ambiguous: it could be {', '.join(could_be)}: "
                 "write provider/model-id",
             )
         else:
