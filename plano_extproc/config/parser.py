@@ -623,10 +623,10 @@ class _Parser:
         value = raw.get("provider_interface", default)
         if value in INTERFACES:
             return str(value)
-        if value in formats.PLANO_INTERFACES:
+        if isinstance(value, str) and value in formats.PLANO_INTERFACES:
             return formats.PLANO_INTERFACES[value]
         where = f"{path}.provider_interface"
-        if value in formats.UNSUPPORTED_INTERFACES:
+        if isinstance(value, str) and value in formats.UNSUPPORTED_INTERFACES:
             self.error(
                 where,
                 f"{value} ({formats.UNSUPPORTED_INTERFACES[value]}) is not an API this gateway "
