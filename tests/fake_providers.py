@@ -1,9 +1,12 @@
-"""Local fakes of the two provider APIs the gateway talks to, for the integration tests.
+"""Local fakes of the provider APIs the gateway talks to, for the integration tests.
 
 - ``FakeOpenAI``: OpenAI's chat completions (``POST {prefix}/chat/completions``), as OpenAI
   and the OpenAI-compatible servers (vLLM, DeepSeek, ...) speak it.
 - ``FakeAnthropic``: Anthropic's Messages API (``POST {prefix}/messages`` and
   ``POST {prefix}/messages/count_tokens``).
+- ``FakeAzureOpenAI``: Azure OpenAI's deployment API
+  (``POST {prefix}/openai/deployments/{deployment-id}/chat/completions?api-version=...``,
+  the key in ``api-key``), answering as ``FakeOpenAI`` with Azure's additions.
 
 Each one refuses what the real API refuses, with the real status and error shape (so a
 translation the real API would reject fails the test instead of passing against a lenient
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -50,8 +54,10 @@ from urllib.parse import parse_qs, urlsplit
 from tests.fakes import Received
 
 __all__ = [
+    "AZURE_API_VERSIONS",
     "Failure",
     "FakeAnthropic",
+    "FakeAzureOpenAI",
     "FakeOpenAI",
     "Recorded",
     "Reply",
@@ -1872,3 +1878,191 @@ class _AnthropicRendering:
             },
         )
         yield self._event("message_stop", {"type": "message_stop"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Azure OpenAI chat completions (the deployment API)
+
+
+# Data-plane inference versions that serve chat completions: the GA ones and recent previews.
+AZURE_API_VERSIONS = (
+    "2023-05-15",
+    "2024-02-01",
+    "2024-06-01",
+    "2024-10-21",
+    "2024-12-01-preview",
+    "2025-01-01-preview",
+    "2025-03-01-preview",
+    "2025-04-01-preview",
+)
+# Azure's own (not OpenAI's) errors carry this type: their body is {"error": {code, message}}.
+_AZURE = "azure"
+_AZURE_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide "
+    "a valid key for an active subscription and use a correct regional API endpoint for your "
+    "resource."
+)
+_AZURE_BAD_TOKEN = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect "
+    "(https://cognitiveservices.azure.com), or has expired."
+)
+_AZURE_ERRORS = {
+    429: (
+        "429",
+        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version "
+        "2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing tier. "
+        "Please retry after 1 second.",
+    ),
+    500: ("InternalServerError", "The server had an error while processing your request."),
+    503: ("ServiceUnavailable", "The service is temporarily unable to process your request."),
+}
+# What Azure's content filters report for a prompt and a choice that passed them.
+_FILTERS_PASSED = {
+    name: {"filtered": False, "severity": "safe"}
+    for name in ("hate", "self_harm", "sexual", "violence")
+}
+
+
+def _azure_error(status: int, code: str, message: str) -> _ApiError:
+    return _ApiError(status, _AZURE, message, code=code)
+
+
+_RESOURCE_NOT_FOUND = (404, "404", "Resource not found")
+
+
+class FakeAzureOpenAI(FakeOpenAI):
+    """Azure OpenAI's chat completions: ``POST {prefix}/openai/deployments/{deployment-id}/
+    chat/completions?api-version=...``, the resource endpoint being ``fake.url`` (prefix "").
+
+    ``deployments``: deployment name -> the model it runs (what answers name in ``model``;
+    the body's ``model`` is not needed and is ignored, as Azure ignores it). What Azure
+    refuses, in the order it is checked, with Azure's status and body
+    ``{"error": {"code", "message"}}``:
+
+    - another path, or no ``api-version`` query: 404 ``Resource not found``;
+    - an ``api-version`` it does not serve (``api_versions``), or more than one: 400
+      ``BadRequest`` ``API version not supported``;
+    - no ``api-key`` header (a ``Bearer`` Authorization is taken for an Entra ID token,
+      which this fake never accepts), or one other than ``api_key``: 401;
+    - a deployment not in ``deployments``: 404 ``DeploymentNotFound``.
+
+    A request that passes is checked and answered as ``FakeOpenAI`` does (its errors in
+    OpenAI's shape, as Azure passes them on), with Azure's additions: ``prompt_filter_results``
+    and each choice's ``content_filter_results``; a stream starts with the chunk that carries
+    only the prompt's filter results (empty ``choices``, empty ``id`` and ``model``), as
+    Azure's streams do. ``content_filters=False`` leaves them out. Injected failures
+    (``fail``) answer in Azure's error shape.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str,
+        deployments: dict[str, str],
+        api_versions: Sequence[str] = AZURE_API_VERSIONS,
+        prefix: str = "",
+        tls: ssl.SSLContext | None = None,
+        extra_headers: dict[str, str] | None = None,
+        event_pause_s: float = 0.0,
+        content_filters: bool = True,
+    ) -> None:
+        super().__init__(
+            name,
+            api_key=api_key,
+            prefix=prefix,
+            tls=tls,
+            extra_headers=extra_headers,
+            event_pause_s=event_pause_s,
+        )
+        self.deployments = dict(deployments)
+        self.api_versions = tuple(api_versions)
+        self.content_filters = content_filters
+        self._path = re.compile(
+            re.escape(self.prefix) + r"/openai/deployments/([^/]+)/chat/completions"
+        )
+
+    def deployment(self, recorded: Recorded) -> str | None:
+        """The deployment a recorded request named in its path (None: not a deployment path)."""
+        match = self._path.fullmatch(recorded.route)
+        return match.group(1) if match else None
+
+    def _request_id_header(self) -> tuple[str, str]:
+        return ("apim-request-id", str(uuid.uuid4()))
+
+    def _error_payload(self, error: _ApiError, request_id: str) -> dict[str, Any]:
+        if error.error_type == _AZURE:
+            return {"error": {"code": error.code, "message": error.message}}
+        return super()._error_payload(error, request_id)
+
+    def _injected_error(self, failure: Failure) -> _ApiError:
+        code, message = _AZURE_ERRORS.get(failure.status, (str(failure.status), "Error."))
+        return _InjectedError(failure, _AZURE, failure.message or message, code)
+
+    def _answer(self, handler: _Handler, recorded: Recorded, failure: Failure | None) -> None:
+        deployment = self.deployment(recorded)
+        versions = recorded.query.get("api-version")
+        if deployment is None or recorded.method != "POST" or not versions:
+            raise _azure_error(*_RESOURCE_NOT_FOUND)
+        if len(versions) > 1 or versions[0] not in self.api_versions:
+            raise _azure_error(400, "BadRequest", "API version not supported")
+        key = recorded.headers.get("api-key")
+        if not key:
+            bearer = recorded.headers.get("authorization", "").lower().startswith("bearer ")
+            raise _azure_error(401, "401", _AZURE_BAD_TOKEN if bearer else _AZURE_DENIED)
+        if key != self.api_key:
+            raise _azure_error(401, "401", _AZURE_DENIED)
+        if deployment not in self.deployments:
+            raise _azure_error(
+                404,
+                "DeploymentNotFound",
+                "The API deployment for this resource does not exist. If you created the "
+                "deployment within the last 5 minutes, please wait a moment and try again.",
+            )
+        body = self._parse_json(recorded)
+        if body is _NOT_JSON or not isinstance(body, dict):
+            raise _invalid("We could not parse the JSON body of your request.")
+        # The deployment names the model: the body needs none.
+        _validate_chat({"model": deployment, **body})
+        reply = self._next_reply(recorded)
+        if failure is not None and failure.kind == "stream_error" and not body.get("stream"):
+            raise self._injected_error(failure)
+        reply = dataclasses.replace(reply, model=reply.model or self.deployments[deployment])
+        rendered = _AzureRendering(reply, body, self.content_filters)
+        if body.get("stream") is True:
+            pause = self.event_pause_s if reply.pause_s is None else reply.pause_s
+            stream = self._start_stream(handler, failure, pause)
+            self._run_stream(handler, stream, rendered.chunks())
+        else:
+            cut = failure is not None and failure.kind == "cut"
+            self._send_json(handler, 200, rendered.completion(), cut=cut)
+
+
+class _AzureRendering(_OpenAIRendering):
+    def __init__(self, reply: Reply, body: dict[str, Any], filters: bool) -> None:
+        super().__init__(reply, body)
+        self.filters = filters
+
+    def _prompt_filters(self) -> list[dict[str, Any]]:
+        return [{"prompt_index": 0, "content_filter_results": _FILTERS_PASSED}]
+
+    def completion(self) -> dict[str, Any]:
+        completion = super().completion()
+        if self.filters:
+            completion["prompt_filter_results"] = self._prompt_filters()
+            for choice in completion["choices"]:
+                choice["content_filter_results"] = _FILTERS_PASSED
+        return completion
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.filters:
+            head = {
+                "choices": [],
+                "created": 0,
+                "id": "",
+                "model": "",
+                "object": "",
+                "prompt_filter_results": self._prompt_filters(),
+            }
+            yield f"data: {json.dumps(head)}\n\n".encode()
+        yield from super().chunks()
