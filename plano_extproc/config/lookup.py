@@ -13,13 +13,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..upstreams.builtin import family_owner
 from .model import WILDCARD, Provider
 
 # A model id a wildcard passes on: it ends up in the body, a response header and (Azure) the
 # path, so it is printable ASCII without spaces, and of a sane length.
 _MODEL_ID = re.compile(r"[\x21-\x7e]{1,256}")
-# Azure OpenAI deployment names: letters, digits, '-', '_' and '.'; at most 64.
-DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Azure OpenAI deployment names: letters, digits, '-', '_' and '.', at most 64, starting with
+# a letter or digit (so never "." or "..", which would climb the deployment path).
+DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,11 @@ def lookup(
     provider = by_name.get(model)
     if provider is not None and not provider.wildcard:
         return Found(provider, provider.model_id)
+    prefix, slash, rest = model.partition("/")
+    if slash and prefix in wildcards:
+        # openai/<id> with openai/* configured means OpenAI's <id>, even when another
+        # provider's entry has that whole string as its id (groq/openai/gpt-oss-120b).
+        return _through(wildcards[prefix], rest)
     explicit = by_model_id.get(model, ())
     if len(explicit) == 1:
         return Found(explicit[0], explicit[0].model_id)
@@ -54,16 +61,25 @@ def lookup(
         return NotFound(tuple(p.name for p in explicit))
     if not wildcards:
         return NotFound()
-    prefix, slash, rest = model.partition("/")
-    if slash and prefix in wildcards:
-        return _through(wildcards[prefix], rest)
+    if model == WILDCARD:
+        return NotFound(bad_id="'*' stands for any model id: name one")
+    if not _MODEL_ID.fullmatch(model):
+        return NotFound(bad_id=_BAD_ID)
     owners = [w for w in wildcards.values() if model.startswith(w.families)]
     if len(owners) == 1:
         return _through(owners[0], model)
     if len(owners) > 1:
         return NotFound(tuple(f"{w.provider}/{model}" for w in owners))
     if len(wildcards) == 1:
-        return _through(next(iter(wildcards.values())), model)
+        (only,) = wildcards.values()
+        owner = family_owner(model)
+        if only.families and owner is not None:
+            # A first-party provider's wildcard (anthropic/*) serves its own models only:
+            # gpt-4o is OpenAI's, and would be a wrong route there.
+            return NotFound(
+                bad_id=f"it is one of {owner}'s models, and {owner} has no {owner}/* here"
+            )
+        return _through(only, model)
     return NotFound(unclaimed=tuple(w.name for w in wildcards.values()))
 
 
@@ -72,13 +88,20 @@ def _through(wildcard: Provider, model_id: str) -> Found | NotFound:
     return NotFound(bad_id=problem) if problem else Found(wildcard, model_id)
 
 
+BAD_DEPLOYMENT = (
+    "an Azure OpenAI deployment name is 1-64 letters, digits, '-', '_' or '.', starting "
+    "with a letter or digit"
+)
+_BAD_ID = "a model id is 1-256 printable ASCII characters without spaces"
+
+
 def bad_model_id(wildcard: Provider, model_id: str) -> str | None:
     """Why ``wildcard`` cannot send ``model_id`` on, or None."""
     if model_id == WILDCARD:
         return f"'{wildcard.name}' stands for any model id: name one, e.g. {wildcard.provider}/<id>"
     if wildcard.api_version is not None:
         if not DEPLOYMENT_NAME.fullmatch(model_id):
-            return "an Azure OpenAI deployment name is 1-64 letters, digits, '-', '_' or '.'"
+            return BAD_DEPLOYMENT
     elif not _MODEL_ID.fullmatch(model_id):
-        return "a model id is 1-256 printable ASCII characters without spaces"
+        return _BAD_ID
     return None

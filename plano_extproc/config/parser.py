@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from ..upstreams import BUILTIN_PROVIDERS, INTERFACES, UNSUPPORTED_PROVIDERS, UPSTREAM_APIS
+from ..wire import CLIENT_AUTH_HEADERS
 from . import formats
-from .lookup import DEPLOYMENT_NAME, Found, lookup
+from .lookup import BAD_DEPLOYMENT, DEPLOYMENT_NAME, Found, lookup
 from .model import (
     DECODINGS,
     DEFAULT_MAX_BODY_BYTES,
@@ -171,8 +172,9 @@ class _Parser:
         self.env = env
         self.errors: list[str] = []
         self.warnings: list[str] = []
-        # Plano's keys this gateway does not implement, as found: named in one warning.
-        self.unimplemented: list[str] = []
+        # Plano's keys this gateway does not implement, as found (key path, how to name it):
+        # named in one warning.
+        self.unimplemented: list[tuple[str, str]] = []
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(self._locate(path, message))
@@ -210,7 +212,7 @@ class _Parser:
         for key in value:
             where = f"{path}.{key}" if path else str(key)
             if key in unimplemented:
-                self.unimplemented.append(where)
+                self.unimplemented.append((where, where))
             elif key not in allowed:
                 self.error(where, f"unknown key; allowed here: {_one_of(allowed)}")
         return value
@@ -271,7 +273,9 @@ class _Parser:
                 '("other") will be refused with a 400',
             )
         if self.unimplemented:
-            named = ", ".join(f"{key} (line {self._line(key)})" for key in self.unimplemented)
+            named = ", ".join(
+                f"{label} (line {self._line(key)})" for key, label in self.unimplemented
+            )
             self.warnings.append(
                 f"{self.source}: Plano keys this gateway does not implement yet are ignored: "
                 f"{named}"
@@ -331,7 +335,7 @@ class _Parser:
                     f"must be one of {_one_of(formats.LISTENER_TYPES)}, got {_show(kind)}",
                 )
             elif kind != formats.MODEL_LISTENER:
-                self.unimplemented.append(f"{path} (type: {kind})")
+                self.unimplemented.append((path, f"{path} (type: {kind})"))
             elif found:
                 self.error(
                     path,
@@ -557,9 +561,14 @@ class _Parser:
             return None
         interface = self.interface(raw, path, spec.interface if spec else "openai")
         upstream = UPSTREAM_APIS[interface]
-        key, key_vars, missing = self.access_key(raw.get("access_key"), f"{path}.access_key", model)
         default = self.flag(raw, "default", path)
         passthrough = self.flag(raw, "passthrough_auth", path)
+        # With passthrough_auth the configured key is never sent: nothing to resolve or warn of.
+        key, key_vars, missing = (
+            (None, (), ())
+            if passthrough
+            else self.access_key(raw.get("access_key"), f"{path}.access_key", model)
+        )
         wildcard = model_id == "*"
         if wildcard and default:
             self.error(
@@ -580,11 +589,7 @@ class _Parser:
             )
         api_version = self.api_version(raw, path, provider_name, spec.api_version if spec else None)
         if api_version is not None and not wildcard and not DEPLOYMENT_NAME.fullmatch(model_id):
-            self.error(
-                f"{path}.model",
-                f"'{model_id}' is not an Azure OpenAI deployment name: 1-64 letters, digits, "
-                "'-', '_' or '.'",
-            )
+            self.error(f"{path}.model", f"'{model_id}': {BAD_DEPLOYMENT}")
         cluster_key = (endpoint.scheme, endpoint.host, endpoint.port)
         if cluster_key not in clusters:
             base = _cluster_safe(f"provider_{provider_name}")
@@ -604,9 +609,9 @@ class _Parser:
             interface=interface,
             auth_header=auth_header,
             auth_prefix=auth_prefix,
-            access_key=None if passthrough else key,
-            access_key_vars=() if passthrough else key_vars,
-            missing_vars=() if passthrough else missing,
+            access_key=key,
+            access_key_vars=key_vars,
+            missing_vars=missing,
             default=default,
             routing_preferences=self.preferences(
                 raw.get("routing_preferences"), f"{path}.routing_preferences"
@@ -665,7 +670,9 @@ class _Parser:
             self.error(path, "must be a mapping of header name to value")
             return ()
         out: list[tuple[str, str]] = []
+        # Credentials go in access_key (or come from the client with passthrough_auth).
         reserved = {"host", "content-length", "transfer-encoding", auth_header.lower()}
+        reserved.update(CLIENT_AUTH_HEADERS)
         for name, text in value.items():
             where = f"{path}.{name}"
             if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
@@ -692,10 +699,11 @@ class _Parser:
     def http_host(self, value: object, path: str) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", value):
+        match = isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9.-]+(?::(\d{1,5}))?", value)
+        if not match or (match.group(1) is not None and not 1 <= int(match.group(1)) <= 65535):
             self.error(path, f"must be a host name, optionally with :port, got {_show(value)}")
             return None
-        return value
+        return str(value)
 
     def endpoint(self, value: object, path: str) -> Endpoint | None:
         allowed = (

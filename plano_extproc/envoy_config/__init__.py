@@ -20,6 +20,7 @@ from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.listener import v3 as listener
 from envoy_data_plane.envoy.config.overload import v3 as overload
 from envoy_data_plane.envoy.extensions.filters.http.buffer import v3 as buffer
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections import (
@@ -34,6 +35,7 @@ from .clusters import EXTPROC_CLUSTER, extproc_cluster, provider_cluster
 from .common import address, http_filter
 from .filters import (
     HEADER_MUTATION,
+    PROVIDER_QUERY,
     RESPONSE_FILTER,
     STATUS_ON_ERROR,
     decision_filter,
@@ -128,6 +130,13 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
             # provider route, whose per-route overrides turn it on for translated responses.
             # Off everywhere else: with every phase skipped it opens no gRPC stream.
             http_filter(RESPONSE_FILTER, response_filter(options)),
+            # After buffer too, so it sees the provider route: there Azure OpenAI's routes set
+            # their api-version query. Only in configs with such a provider.
+            *(
+                [http_filter(PROVIDER_QUERY, header_mutation.HeaderMutation())]
+                if any(p.api_version is not None for p in config.providers)
+                else []
+            ),
             # Providers need not see the client's Host (x-envoy-original-host), and clients
             # need not see Envoy's timing headers.
             http_filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),

@@ -29,9 +29,12 @@ from .options import EnvoyOptions
 # The second ext_proc filter: it reads responses on the routes whose provider speaks the other
 # API, and nowhere else (envoy/README.md: why a second filter).
 RESPONSE_FILTER = "plano.translate_responses"
-# The filter that keeps x-plano-* headers ours (our_headers); a route may add to its work
-# (Azure OpenAI's api-version query).
+# The filter that keeps x-plano-* headers ours (our_headers).
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
+# A header_mutation filter that does nothing of its own: a provider route's per-route config
+# sets its query (Azure OpenAI's api-version). It runs after the decision, on the provider
+# route; the first filter runs on the entry route, whose per-route configs it would read.
+PROVIDER_QUERY = "plano.provider_query"
 
 
 # Every ext_proc failure but a timeout gets this status: our server's ImmediateResponses use

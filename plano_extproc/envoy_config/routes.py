@@ -24,13 +24,14 @@ from ..config import Config, Provider
 from ..upstreams import UPSTREAM_APIS
 from ..wire import (
     AUTH_KEY,
+    CLIENT_AUTH_HEADERS,
     CLIENT_ONLY_HEADERS,
     MODEL_ID_KEY,
     PROVIDER_KEY,
     TRANSLATE_METADATA,
 )
 from .common import header, json_error, json_text, metadata_is, metadata_value
-from .filters import HEADER_MUTATION, NO_EXT_PROC, RESPONSE_FILTER, TRANSLATING
+from .filters import NO_EXT_PROC, PROVIDER_QUERY, RESPONSE_FILTER, TRANSLATING
 
 
 def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Route:
@@ -41,11 +42,14 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
     translated = p.interface != api.name
     # Client credentials and cookies are meant for the gateway, never for the provider.
     # Envoy removes before it adds, so the provider's own credential header survives
-    # with the server's value. (Every x-plano-* header is dealt with by our_headers.) With
-    # passthrough_auth the client's credential in the provider's header is the key.
-    remove = [h for h in CLIENT_ONLY_HEADERS if not (p.passthrough_auth and h == p.auth_header)]
+    # with the server's value. (Every x-plano-* header is dealt with by our_headers.)
+    # With passthrough_auth the client's credential headers pass as sent (an Anthropic
+    # provider takes an API key in x-api-key or an OAuth token as Authorization: Bearer).
+    kept = CLIENT_AUTH_HEADERS if p.passthrough_auth else ()
+    remove = [h for h in CLIENT_ONLY_HEADERS if h not in kept]
     add = [header(p.auth_header, metadata_value(AUTH_KEY))] if p.keyed else []
-    add += [header(name, value) for name, value in p.headers]
+    # The config's literal values: '%' would start one of Envoy's format commands.
+    add += [header(name, value.replace("%", "%%")) for name, value in p.headers]
     upstream = UPSTREAM_APIS[p.interface]
     # What the upstream API requires (Anthropic: a version): a client of the same API sends
     # its own (with its anthropic-beta), which pass untouched; a translated request is
@@ -64,7 +68,7 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
         per_filter[RESPONSE_FILTER] = Any.pack(ext_proc.ExtProcPerRoute(overrides=overrides))
     api_path = api.upstream_paths[p.interface]
     if p.api_version is not None:
-        per_filter[HEADER_MUTATION] = Any.pack(_api_version_query(p.api_version))
+        per_filter[PROVIDER_QUERY] = Any.pack(_api_version_query(p.api_version))
     return route.Route(
         name=f"{api.route_prefix}:{p.name}",
         match=route.RouteMatch(

@@ -103,3 +103,12 @@ UNSUPPORTED_PROVIDERS: dict[str, str] = {
     "chatgpt": "ChatGPT's subscription backend is not an API this gateway speaks",
     "plano": "Plano's own hosted models are reached through Plano",
 }
+
+
+def family_owner(model_id: str) -> str | None:
+    """The provider whose own models ``model_id`` is of by its name (``claude-`` is
+    Anthropic's), or None; the first in the table, so OpenAI's before Azure's."""
+    for name, spec in BUILTIN_PROVIDERS.items():
+        if spec.families and model_id.startswith(spec.families):
+            return name
+    return None

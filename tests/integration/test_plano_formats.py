@@ -17,9 +17,6 @@
 The fakes answer in each API's wire format and refuse what the real API refuses: the Azure
 fake wants its deployment path, the ``api-version`` query and the ``api-key`` header.
 
-Tests marked ``xfail(strict=True)`` document product bugs (each reason says which, and
-``raises`` pins the failure); once a bug is fixed they XPASS, which fails the run, so that
-the marker is removed.
 """
 
 from __future__ import annotations
@@ -68,11 +65,6 @@ AZURE_DEPLOYMENTS = {
     "gpt-4o-prod": "gpt-4o-2024-11-20",
     "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
 }
-AZURE_API_VERSION_BUG = (
-    "product bug: the api-version query is never added on Azure routes (the header_mutation "
-    "filter applies its request mutations before ext_proc has chosen the Azure route, so the "
-    "route's HeaderMutationPerRoute is never used); Azure answers 404 Resource not found"
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -601,8 +593,7 @@ def test_azure_round_trip_with_the_version_in_the_query(
     plano: Gateway, oai: FakeOpenAI, azure: FakeAzureOpenAI, client: str, stream: bool
 ) -> None:
     """The whole Azure path with both SDKs (the Anthropic one translated), the client
-    naming the api-version itself so that Azure answers whatever the gateway does with it;
-    the gateway's own api-version is the xfail test below."""
+    naming an api-version itself (the gateway sets its own over it: the test below)."""
     version = {"api-version": AZURE_DEFAULT_VERSION}
     headers, text = chat(plano, client, "azure_openai/gpt-5-mini", stream, default_query=version)
     assert text == "from fake-azure: Say hello"
@@ -611,7 +602,6 @@ def test_azure_round_trip_with_the_version_in_the_query(
     check_azure_upstream(only(azure, oai), "gpt-5-mini", stream)
 
 
-@pytest.mark.xfail(reason=AZURE_API_VERSION_BUG, strict=True, raises=openai.NotFoundError)
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_azure_api_version_is_set_by_the_gateway(
     plano: Gateway, oai: FakeOpenAI, azure: FakeAzureOpenAI, stream: bool
@@ -622,7 +612,6 @@ def test_azure_api_version_is_set_by_the_gateway(
     check_azure_upstream(only(azure, oai), "gpt-5-mini", stream)
 
 
-@pytest.mark.xfail(reason=AZURE_API_VERSION_BUG, strict=True, raises=AssertionError)
 def test_azure_api_version_overrides_the_clients_and_keeps_the_rest_of_the_query(
     plano: Gateway, azure: FakeAzureOpenAI
 ) -> None:
@@ -1039,7 +1028,6 @@ def test_azure_round_trip_explicit_and_wildcard(
     check_azure_upstream(the_one_request(fakes, "azure"), deployment, stream, version)
 
 
-@pytest.mark.xfail(reason=AZURE_API_VERSION_BUG, strict=True, raises=openai.NotFoundError)
 @pytest.mark.parametrize("model", list(AZURE_VERSIONS))
 def test_azure_api_version_explicit_key_and_default(
     shapes: Gateway, fakes: dict[str, Fake], model: str
@@ -1104,33 +1092,34 @@ def test_passthrough_auth_without_a_client_key_is_the_providers_401(
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_passthrough_auth_anthropic_native_with_x_api_key(
-    shapes: Gateway, fakes: dict[str, Fake], stream: bool
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("x-api-key", CLIENT_ANTHROPIC_KEY), ("authorization", f"Bearer {CLIENT_ANTHROPIC_KEY}")],
+    ids=["api-key", "bearer-token"],
+)
+def test_passthrough_auth_anthropic_native_with_the_clients_header(
+    shapes: Gateway, fakes: dict[str, Fake], stream: bool, header: str, value: str
 ) -> None:
-    """The client's x-api-key (Anthropic's own header) reaches the Anthropic provider."""
+    """The client's credential reaches the Anthropic provider as sent: an API key in
+    x-api-key, or an OAuth token as Authorization: Bearer (Claude Code's subscription
+    login), and nothing else."""
     response = httpx.post(
         f"{shapes.url}/v1/messages",
         json={"model": "anthropic/claude-opus-4-1", "max_tokens": 64, "messages": HELLO}
         | ({"stream": True} if stream else {}),
-        headers={"x-api-key": CLIENT_ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
+        headers={header: value, "anthropic-version": "2023-06-01"},
         timeout=TIMEOUT,
     )
     assert response.status_code == 200, response.text
     assert response.headers["x-plano-model"] == "anthropic/claude-opus-4-1"
     assert "fake-anthropic-own-key" in response.text  # streamed: a piece per word
     got = the_one_request(fakes, "ant_own")
-    assert got.headers["x-api-key"] == CLIENT_ANTHROPIC_KEY
-    assert "authorization" not in got.headers
+    assert got.headers[header] == value
+    other = "authorization" if header == "x-api-key" else "x-api-key"
+    assert other not in got.headers
     no_gateway_key(got)
 
 
-@pytest.mark.xfail(
-    reason="product bug: passthrough_auth to an Anthropic provider forwards only x-api-key; "
-    "the anthropic SDK (2.x) sends its key as Authorization: Bearer, which the gateway "
-    "removes, so the provider gets no key (401)",
-    strict=True,
-    raises=anthropic.AuthenticationError,
-)
 def test_passthrough_auth_anthropic_native_with_the_anthropic_sdk(
     shapes: Gateway, fakes: dict[str, Fake]
 ) -> None:

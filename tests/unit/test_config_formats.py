@@ -221,9 +221,8 @@ def test_keys_plano_lacks_too_stay_errors() -> None:
     ]
 
 
-# BUG: a listener of type prompt or agent is named in the warning with line 1 (the file's
-# first line) instead of its own: its note "listeners[1] (type: prompt)" is no key path the
-# line map has, so _line strips nothing from it and falls back to the document's line.
+# A listener of type prompt or agent is named in the warning with its own line (it once
+# fell back to line 1: its label is no key path).
 def test_a_prompt_or_agent_listener_is_named_with_its_own_line() -> None:
     text = (
         "listeners:\n"
@@ -479,12 +478,13 @@ def test_api_version_is_for_azure_only(model: str) -> None:
     ]
 
 
-@pytest.mark.parametrize("deployment", ["my dep", "a/b", "d" * 65, "dép"])
+@pytest.mark.parametrize("deployment", ["my dep", "a/b", "d" * 65, "dép", ".", "..", "-x"])
 def test_an_azure_model_id_must_be_a_deployment_name(deployment: str) -> None:
     text = provider_with(f"base_url: {AZURE_URL}", model=f"'azure_openai/{deployment}'")
     assert errors_of(text) == [
-        f"plano.yaml:2: model_providers[0].model: '{deployment}' is not an Azure OpenAI "
-        "deployment name: 1-64 letters, digits, '-', '_' or '.'"
+        f"plano.yaml:2: model_providers[0].model: '{deployment}': an Azure OpenAI "
+        "deployment name is 1-64 letters, digits, '-', '_' or '.', starting with a letter or "
+        "digit"
     ]
 
 
@@ -586,9 +586,8 @@ def test_passthrough_auth_with_an_access_key_warns_it_is_unused() -> None:
     )
 
 
-# BUG: with passthrough_auth the key is never used, yet an unset variable in its
-# access_key still warns that requests "will fail until it is" set: they do not fail
-# (missing_vars is empty, resolve never answers 500 missing_api_key for this provider).
+# With passthrough_auth the key is never used: an unset variable in its access_key is no
+# reason to warn that requests "will fail until it is" set (they once were told so).
 def test_passthrough_auth_with_an_unset_key_variable_does_not_warn_requests_fail() -> None:
     config = load(provider_with("passthrough_auth: true", "access_key: $UNSET_KEY"), env={})
     assert config.providers[0].missing_vars == ()

@@ -134,15 +134,23 @@ def test_an_explicit_entry_wins_over_its_providers_wildcard() -> None:
         assert isinstance(result, Found) and result.provider is explicit
 
 
-def test_an_explicit_bare_id_wins_over_provider_slash_id_through_a_wildcard() -> None:
-    # Groq's id for OpenAI's open-weight model is "openai/gpt-oss-120b": that explicit entry
-    # has it as its bare id, and explicit entries come before any wildcard.
+def test_provider_slash_id_through_a_wildcard_wins_over_another_providers_bare_id() -> None:
+    # Groq's id for OpenAI's open-weight model is "openai/gpt-oss-120b". With openai/*
+    # configured, "openai/gpt-oss-120b" means OpenAI's model (the prefix names a configured
+    # provider); Groq's is named in full.
     config = make("model_providers:\n  - model: openai/*\n  - model: groq/openai/gpt-oss-120b\n")
-    assert found("openai/gpt-oss-120b", config) == (
+    assert found("openai/gpt-oss-120b", config) == ("openai/*", "gpt-oss-120b")
+    assert found("groq/openai/gpt-oss-120b", config) == (
         "groq/openai/gpt-oss-120b",
         "openai/gpt-oss-120b",
     )
     assert found("openai/gpt-4.1", config) == ("openai/*", "gpt-4.1")
+    # Without the wildcard, the bare id is Groq's entry, as before wildcards existed.
+    alone = make("model_providers:\n  - model: groq/openai/gpt-oss-120b\n")
+    assert found("openai/gpt-oss-120b", alone) == (
+        "groq/openai/gpt-oss-120b",
+        "openai/gpt-oss-120b",
+    )
 
 
 def test_the_only_wildcard_takes_any_bare_id_and_provider_prefixed_one() -> None:
@@ -175,7 +183,10 @@ def test_without_wildcards_nothing_new_is_placed() -> None:
 
 
 ID_RULE = "a model id is 1-256 printable ASCII characters without spaces"
-AZURE_RULE = "an Azure OpenAI deployment name is 1-64 letters, digits, '-', '_' or '.'"
+AZURE_RULE = (
+    "an Azure OpenAI deployment name is 1-64 letters, digits, '-', '_' or '.', starting with a "
+    "letter or digit"
+)
 
 
 @pytest.mark.parametrize(
@@ -308,10 +319,9 @@ def test_a_bad_id_is_model_not_found_saying_why(text: str, model: str, problem: 
     assert error.message == f"The model '{shown}' cannot be sent on: {problem}."
 
 
-# BUG: a bare id no wildcard can pass on (spaces, '*') is answered model_ambiguous, asking
-# the client to write provider/model, whenever several wildcards could take it; each name it
-# suggests would be refused in turn. README: "an id with spaces or control characters, longer
-# than 256, or `*` itself is a 400 `model_not_found`". Only one wildcard: model_not_found.
+# A bare id no wildcard can pass on (spaces, '*') is model_not_found, however many wildcards
+# could take it (it was once model_ambiguous, asking for provider/model names that would be
+# refused in turn).
 @pytest.mark.parametrize(
     ("text", "model"),
     [
@@ -331,8 +341,7 @@ def test_a_bad_bare_id_with_one_wildcard_is_model_not_found() -> None:
     error = refused("*", make(ONLY))
     assert error.code == "model_not_found"
     assert error.message == (
-        "The model '*' cannot be sent on: 'openrouter/*' stands for any model id: name one, "
-        "e.g. openrouter/<id>."
+        "The model '*' cannot be sent on: '*' stands for any model id: name one."
     )
 
 
@@ -525,7 +534,7 @@ def added(r: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def api_version_query(r: dict[str, Any]) -> list[dict[str, Any]]:
-    config = r["typed_per_filter_config"]["envoy.filters.http.header_mutation"]
+    config = r["typed_per_filter_config"]["plano.provider_query"]
     assert config["@type"] == QUERY_MUTATION
     assert set(config["mutations"]) == {"query_parameter_mutations"}
     return config["mutations"]["query_parameter_mutations"]  # type: ignore[no-any-return]
@@ -572,7 +581,7 @@ def test_azure_explicit_route_puts_the_deployment_in_the_path(
         assert r["request_headers_to_remove"][: len(CLIENT_ONLY)] == CLIENT_ONLY
     # The Messages client's route to it is translated: the response filter is on there too.
     messages = rendered["messages:azure_openai/my-dep"]["typed_per_filter_config"]
-    assert set(messages) == {"plano.translate_responses", "envoy.filters.http.header_mutation"}
+    assert set(messages) == {"plano.translate_responses", "plano.provider_query"}
 
 
 def test_azure_wildcard_route_takes_the_deployment_from_the_decision(
@@ -594,23 +603,26 @@ def test_routes_of_other_providers_have_no_api_version(
 ) -> None:
     for name in ("chat:openai/*", "chat:openai/gpt-5", "chat:corp/m", "chat:litellm/m"):
         r = rendered[name]
-        assert "envoy.filters.http.header_mutation" not in r.get("typed_per_filter_config", {})
+        assert "plano.provider_query" not in r.get("typed_per_filter_config", {})
         assert "path_rewrite" not in r["route"], name
 
 
 def test_passthrough_keeps_the_clients_credential_and_adds_none(
     rendered: dict[str, dict[str, Any]],
 ) -> None:
-    for name, kept in (
-        ("chat:litellm/m", "authorization"),
-        ("messages:litellm/m", "authorization"),
-        ("chat:claude-proxy/m", "x-api-key"),
-        ("messages:claude-proxy/m", "x-api-key"),
+    # Every credential header of the client's passes as sent (the provider reads the one it
+    # takes); cookies and proxy credentials never do.
+    credentials = {"authorization", "x-api-key", "api-key"}
+    for name in (
+        "chat:litellm/m",
+        "messages:litellm/m",
+        "chat:claude-proxy/m",
+        "messages:claude-proxy/m",
     ):
         r = rendered[name]
         removed = r["request_headers_to_remove"]
-        assert kept not in removed, name
-        assert set(CLIENT_ONLY) - {kept} <= set(removed), name
+        assert not credentials & set(removed), name
+        assert set(CLIENT_ONLY) - credentials <= set(removed), name
         assert "authorization" not in added(r) and "x-api-key" not in added(r), name
         assert AUTH not in json.dumps(r), name
 
@@ -635,12 +647,9 @@ def test_headers_and_http_host_are_set_on_the_providers_routes(
     assert "sk-literal" not in render_yaml(make(RENDERED))
 
 
-# BUG: a header value is written into Envoy's request_headers_to_add, which Envoy reads as a
-# substitution format: a literal "%" is not escaped ("%%"). "100%" passes the config check and
-# Envoy then refuses the bootstrap ("Incorrect configuration: 100%. Couldn't find valid
-# command at position 3", seen with envoy --mode validate); "%DOWNSTREAM_REMOTE_ADDRESS%" is
-# replaced by the client's address instead of being sent as written. The value must be
-# escaped when rendered, or refused with a located error.
+# A header value is written into Envoy's request_headers_to_add, which Envoy reads as a
+# substitution format: a literal "%" is escaped ("%%"), so "100%" does not make Envoy refuse
+# the bootstrap and "%DOWNSTREAM_REMOTE_ADDRESS%" is sent as written.
 @pytest.mark.parametrize("value", ["100%", "%DOWNSTREAM_REMOTE_ADDRESS%"])
 def test_a_header_value_with_percent_is_sent_as_written(value: str) -> None:
     text = f"model_providers:\n  - model: openai/gpt-5\n    headers:\n      x-quota: '{value}'\n"
@@ -749,3 +758,33 @@ def test_lookup_never_raises_and_wildcards_pass_on_only_good_ids(model: str, whi
         assert result.model_id == result.provider.model_id
     decision = resolve(model, config, by_preference=False)
     assert isinstance(decision, Decision | ErrorReply)
+
+
+def test_a_first_party_wildcard_alone_takes_no_other_providers_model() -> None:
+    # anthropic/* serves Anthropic's models: gpt-4o would be a wrong route there (an
+    # aggregator's wildcard, such as openrouter/*, takes any id: see above).
+    config = make("model_providers:\n  - model: anthropic/*\n")
+    assert found("claude-opus-4-1", config) == ("anthropic/*", "claude-opus-4-1")
+    assert found("my-fine-tune", config) == ("anthropic/*", "my-fine-tune")  # no known family
+    error = refused("gpt-4o", config)
+    assert error.code == "model_not_found"
+    assert error.message == (
+        "The model 'gpt-4o' cannot be sent on: it is one of openai's models, and openai has "
+        "no openai/* here."
+    )
+
+
+def filter_names(config: Config) -> list[str]:
+    boot: dict[str, Any] = render_bootstrap(config, EnvoyOptions())
+    hcm = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    return [f["name"] for f in hcm["typed_config"]["http_filters"]]
+
+
+def test_the_provider_query_filter_runs_after_the_decision_and_only_for_azure() -> None:
+    # The first header_mutation filter runs on the entry route, before the server has chosen
+    # the provider: an Azure route's api-version query needs a filter that runs after it
+    # (after buffer, which holds the request until the decision is in).
+    names = filter_names(make(RENDERED))
+    assert names.index("plano.provider_query") > names.index("envoy.filters.http.buffer")
+    assert names[-1] == "envoy.filters.http.router"
+    assert "plano.provider_query" not in filter_names(make(WILD))
