@@ -72,7 +72,7 @@ class Route:
 
     @property
     def model(self) -> str:
-        return f"{self.provider.provider}/{self.model_id or self.provider.model_id}"
+        return served(self.provider, self.model_id)
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,12 @@ class Provider:
         )
 
 
+def served(provider: Provider, model_id: str) -> str:
+    """The model a name stands for, as clients see it: ``model_id`` of ``provider`` (a
+    wildcard's pick), or the provider's own when ``model_id`` is empty."""
+    return f"{provider.provider}/{model_id or provider.model_id}"
+
+
 @dataclass(frozen=True)
 class Alias:
     name: str
@@ -159,7 +165,7 @@ class Alias:
 
     @property
     def model(self) -> str:
-        return f"{self.target.provider}/{self.model_id or self.target.model_id}"
+        return served(self.target, self.model_id)
 
 
 @dataclass(frozen=True)
