@@ -204,6 +204,8 @@ class Processor:
             return self._decided_reply(decision, 200, counted)
         response = pb.ProcessingResponse()
         response.CopyFrom(self._template(decision))
+        if decision.provider.wildcard:
+            _name_the_model(response.dynamic_metadata, decision)
         if interface != api.name:
             return self._translated(response, decision, request, api)
         if type(request.wire.text) is not str:  # a big body, read by a helper process
@@ -250,16 +252,15 @@ class Processor:
         sees the decision headers as on any routed response."""
         reply = _immediate(status, body)
         reply.dynamic_metadata.CopyFrom(self._template(decision).dynamic_metadata)
+        if decision.provider.wildcard:
+            _name_the_model(reply.dynamic_metadata, decision)
         return reply
 
     def _template(self, decision: Decision) -> pb.ProcessingResponse:
-        """The answer's fixed part for a decision: one per (entry, routing, route), made
-        once; a wildcard's carries the model id the client named, so it is made each time
-        (a cache keyed by client-chosen ids would grow without bound)."""
-        provider = decision.provider
-        if provider.wildcard:
-            return self._make_template(decision)
-        key = (provider.name, decision.routing, decision.route)
+        """The answer's fixed part for a decision, made once per (entry, routing, route). A
+        wildcard's names the model the client chose: ``_name_the_model`` writes it into the
+        copy (a cache keyed by client-chosen ids would grow without bound)."""
+        key = (decision.provider.name, decision.routing, decision.route)
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = self._make_template(decision)
@@ -270,11 +271,10 @@ class Processor:
         provider = decision.provider
         fields = {
             PROVIDER_KEY: provider.name,
-            MODEL_KEY: decision.model,
+            # A wildcard's is written per request (_name_the_model), never kept here.
+            MODEL_KEY: provider.name if provider.wildcard else decision.model,
             ROUTING_KEY: decision.routing,
         }
-        if provider.wildcard:
-            fields[MODEL_ID_KEY] = decision.model_id
         if decision.route is not None:
             fields[ROUTE_KEY] = decision.route
         if provider.access_key is not None:
@@ -284,6 +284,13 @@ class Processor:
         return pb.ProcessingResponse(
             request_body=pb.BodyResponse(response=_CLEAR_ROUTE), dynamic_metadata=metadata
         )
+
+
+def _name_the_model(metadata: struct_pb2.Struct, decision: Decision) -> None:
+    """A wildcard's decision in its answer's metadata: the model the client chose."""
+    fields = metadata.fields[METADATA_NAMESPACE].struct_value.fields
+    fields[MODEL_KEY].string_value = decision.model
+    fields[MODEL_ID_KEY].string_value = decision.model_id
 
 
 def request_body_span(payload: bytes) -> tuple[int, int] | None:

@@ -452,13 +452,18 @@ def test_a_wildcard_of_the_other_api_gets_the_translated_body(processor: Process
 def test_distinct_wildcard_ids_do_not_grow_the_template_cache(processor: Processor) -> None:
     answer(processor, "openai/gpt-5")
     answer(processor, "gpt-5")
+    answer(processor, "openai/gpt-4.1")
     cached = dict(processor._templates)
-    assert list(cached) == [("openai/gpt-5", "direct", None)]  # one per explicit decision
+    # One per (entry, routing, route): the wildcard's names no model id of its own.
+    assert list(cached) == [("openai/gpt-5", "direct", None), ("openai/*", "direct", None)]
     for i in range(1000):
         got, body = answer(processor, f"openai/ft:gpt-4o:acme:{i}")
         assert body is not None
         assert (got["model_id"], body["model"]) == (f"ft:gpt-4o:acme:{i}",) * 2
+        assert got["model"] == f"openai/ft:gpt-4o:acme:{i}"
     assert processor._templates == cached
+    # The cached template was copied, never written: it still names the first one's model.
+    assert "gpt-4.1" not in str(cached[("openai/*", "direct", None)])
 
 
 # --- the Envoy routes -------------------------------------------------------------------------
