@@ -59,3 +59,19 @@ BODY_REWRITE_HEADROOM = 64 * 1024
 def envoy_body_limit(max_body_bytes: int) -> int:
     """What Envoy buffers of a request body for a ``max_body_size`` (capped at 2^32-1)."""
     return min(max_body_bytes + BODY_REWRITE_HEADROOM, 2**32 - 1)
+
+
+# Provider fallback (a decision's fail-over chain, config.Chain). The decision names its chain
+# in the `plano` namespace; the chain's routes match it and send to the chain's aggregate
+# cluster, whose upstream filters run per attempt.
+CHAIN_KEY = "chain"
+# The gRPC metadata of the upstream ext_proc stream that readies an attempt for a chain
+# member other than the decision's own: the chain's id.
+FALLBACK_METADATA = "x-plano-fallback"
+# Set per attempt, inside the aggregate cluster's upstream filters, to the member Envoy
+# chose (its endpoint's metadata), and removed before the request leaves.
+HOST_TARGET_HEADER = "x-plano-host-target"
+# The member that answered, from the upstream filters to the client's x-plano-model; not an
+# x-plano-* name, which the downstream rules remove before they set the decision headers.
+SERVED_HEADER = "plano-served-model"
+ATTEMPTS_HEADER = "x-plano-attempts"

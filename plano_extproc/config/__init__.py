@@ -18,6 +18,7 @@ from .model import (
     ROUTER_KINDS,
     WILDCARD,
     Alias,
+    Chain,
     Config,
     ConfigError,
     Endpoint,
@@ -26,6 +27,7 @@ from .model import (
     Route,
     RouterSettings,
     RoutingPreference,
+    Target,
 )
 from .parser import load_config, parse_config, parse_duration, parse_size
 
@@ -43,6 +45,7 @@ __all__ = [
     "ROUTER_KINDS",
     "WILDCARD",
     "Alias",
+    "Chain",
     "Config",
     "ConfigError",
     "Endpoint",
@@ -53,6 +56,7 @@ __all__ = [
     "Route",
     "RouterSettings",
     "RoutingPreference",
+    "Target",
     "bad_model_id",
     "load_config",
     "lookup",

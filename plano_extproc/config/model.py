@@ -169,6 +169,32 @@ class Alias:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A model a request can be sent to: a provider entry, and the model id it receives
+    (the entry's own, or a wildcard's pick)."""
+
+    provider: Provider
+    model_id: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.provider}/{self.model_id}"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """An ordered fail-over list: the first member serves, each next one when the one
+    before fails (connect failure, reset, 429, 5xx, no first byte in time)."""
+
+    id: str  # "chain_1"...: the decision names it, the Envoy routes and clusters match it
+    members: tuple[Target, ...]  # at least two; no model twice
+
+    @property
+    def primary(self) -> Target:
+        return self.members[0]
+
+
+@dataclass(frozen=True)
 class Listener:
     address: str
     port: int
@@ -197,6 +223,12 @@ class Config:
     by_model_id: Mapping[str, tuple[Provider, ...]] = field(default_factory=dict)
     # Provider name ("openai") -> its wildcard entry (openai/*).
     wildcards: Mapping[str, Provider] = field(default_factory=dict)
+    # Every fail-over chain, by id; and the chain each model (Target name), alias and route
+    # fails over along, for the decision to name.
+    chains: Mapping[str, Chain] = field(default_factory=dict)
+    chain_of_model: Mapping[str, Chain] = field(default_factory=dict)
+    chain_of_alias: Mapping[str, Chain] = field(default_factory=dict)
+    chain_of_route: Mapping[str, Chain] = field(default_factory=dict)
 
     @property
     def clusters(self) -> dict[str, Endpoint]:
