@@ -85,6 +85,9 @@ def _result(
         "scores": {k: round(v, 4) for k, v in choice.scores.items()} if choice else {},
         "latency_ms": round(latency_ms, 2),
     }
+    if decision.chain is not None:
+        # The models it fails over to, in order, when the one before fails.
+        result["fallbacks"] = [m.name for m in config.chains[decision.chain].members[1:]]
     if asked_router and decision.routing != "preference":
         result["fallback"] = _fallback_reason(choice, config)
     if explain and choice is not None:

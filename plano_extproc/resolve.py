@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from typing import Literal
 
 from . import body as json_body
-from .config import AUTO_MODEL_NAMES, Config, Found, Provider, lookup
+from .config import AUTO_MODEL_NAMES, Chain, Config, Found, Provider, lookup
 from .errors import ErrorReply, invalid_request, quoted
 from .router.base import OTHER, RouteChoice
 from .router.conversation import Reading, conversation
@@ -44,6 +44,8 @@ class Decision:
     route: str | None = None  # the routing preference that chose it, for "preference"
     # The model id the provider receives, when ``provider`` is a wildcard ("": its own).
     wildcard_id: str = ""
+    # The fail-over chain it is served along (config.Chain.id), None: this model alone.
+    chain: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -182,7 +184,12 @@ def resolve_preference(
     ):
         for route in config.routes:
             if route.name == choice.route:
-                decision = Decision(route.provider, "preference", route.name, route.model_id)
+                chain = config.chain_of_route.get(route.name) or config.chain_of_model.get(
+                    route.model
+                )
+                decision = Decision(
+                    route.provider, "preference", route.name, route.model_id, _id(chain)
+                )
                 return _checked(decision)
     return _checked(_routed_fallback(fallback, config))
 
@@ -193,8 +200,18 @@ def _routed_fallback(model: str | None, config: Config) -> Decision | ErrorReply
     rather than a 400 for a request the config routes."""
     decision = _choose(model, config)
     if isinstance(decision, ErrorReply) and config.default is not None:
-        return Decision(config.default, "default")
+        return _default(config)
     return decision
+
+
+def _default(config: Config) -> Decision:
+    assert config.default is not None
+    chain = config.chain_of_model.get(config.default.name)
+    return Decision(config.default, "default", chain=_id(chain))
+
+
+def _id(chain: Chain | None) -> str | None:
+    return None if chain is None else chain.id
 
 
 def _checked(decision: Decision | ErrorReply) -> Decision | ErrorReply:
@@ -213,7 +230,7 @@ def _checked(decision: Decision | ErrorReply) -> Decision | ErrorReply:
 def _choose(model: str | None, config: Config) -> Decision | ErrorReply:
     if model is None:
         if config.default is not None:
-            return Decision(config.default, "default")
+            return _default(config)
         return invalid_request(
             "No model was named and no default provider is configured. "
             f"Name one of: {', '.join(config.model_names())}.",
@@ -222,10 +239,12 @@ def _choose(model: str | None, config: Config) -> Decision | ErrorReply:
         )
     alias = config.aliases.get(model)
     if alias is not None:
-        return Decision(alias.target, "alias", wildcard_id=alias.model_id)
+        chain = config.chain_of_alias.get(alias.name) or config.chain_of_model.get(alias.model)
+        return Decision(alias.target, "alias", wildcard_id=alias.model_id, chain=_id(chain))
     found = lookup(model, config.by_name, config.by_model_id, config.wildcards)
     if isinstance(found, Found):
-        return Decision(found.provider, "direct", wildcard_id=found.model_id)
+        chain = config.chain_of_model.get(found.provider.name)
+        return Decision(found.provider, "direct", wildcard_id=found.model_id, chain=_id(chain))
     if found.bad_id is not None:
         return invalid_request(
             f"The model {quoted(model)} cannot be sent on: {found.bad_id}.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from .model import (
     ROUTER_DEFAULTS,
     ROUTER_KINDS,
     Alias,
+    Chain,
     Config,
     ConfigError,
     Endpoint,
@@ -39,6 +41,7 @@ from .model import (
     Route,
     RouterSettings,
     RoutingPreference,
+    Target,
 )
 
 
@@ -111,6 +114,16 @@ def _line_map(node: yaml.Node | None, path: str = "") -> dict[str, int]:
     return lines
 
 
+@dataclass
+class _Chains:
+    """The chains made so far, by their members' names, and who fails over along which."""
+
+    made: dict[tuple[str, ...], Chain] = field(default_factory=dict)
+    of_model: dict[str, Chain] = field(default_factory=dict)
+    of_alias: dict[str, Chain] = field(default_factory=dict)
+    of_route: dict[str, Chain] = field(default_factory=dict)
+
+
 # The lookup tables a model name is placed by (lookup.lookup's arguments).
 _Tables = tuple[Mapping[str, Provider], Mapping[str, tuple[Provider, ...]], Mapping[str, Provider]]
 
@@ -159,10 +172,11 @@ _PROVIDER_KEYS = (
     "http_host",
     "passthrough_auth",
     "api_version",
+    "fallbacks",
 )
 _PREFERENCE_KEYS = ("name", "description")
 _TOP_PREFERENCE_KEYS = ("name", "description", "models")
-_ALIAS_KEYS = ("target",)
+_ALIAS_KEYS = ("target", "fallbacks")
 
 
 class _Parser:
@@ -175,6 +189,11 @@ class _Parser:
         # Plano's keys this gateway does not implement, as found (key path, how to name it):
         # named in one warning.
         self.unimplemented: list[tuple[str, str]] = []
+        # Fallback lists as written (value, key path), resolved once every model is known:
+        # per explicit provider entry, per alias; and the models of top-level routes.
+        self.provider_fallbacks: dict[str, tuple[object, str]] = {}
+        self.alias_fallbacks: dict[str, tuple[object, str]] = {}
+        self.route_models: dict[str, list[Target]] = {}
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(self._locate(path, message))
@@ -266,6 +285,7 @@ class _Parser:
         routes += self.top_preferences(top.get("routing_preferences"), routes, tables)
         if routes and router.kind == "none":
             routes = []
+        chains = self.chains(tables, aliases, routes)
         if routes and not defaults:
             self.warn(
                 provider_key,
@@ -281,7 +301,8 @@ class _Parser:
                 f"{named}"
             )
         if self.errors:
-            raise ConfigError(self.errors)
+            # One problem reached two ways (a cycle from two of its models) is said once.
+            raise ConfigError(list(dict.fromkeys(self.errors)))
         return Config(
             source=self.source,
             listener=listener,
@@ -295,6 +316,10 @@ class _Parser:
             by_name=by_name,
             by_model_id=by_model_id,
             wildcards=wildcards,
+            chains={c.id: c for c in chains.made.values()},
+            chain_of_model=chains.of_model,
+            chain_of_alias=chains.of_alias,
+            chain_of_route=chains.of_route,
         )
 
     def provider_key(self, top: Mapping[str, Any]) -> str:
@@ -510,6 +535,15 @@ class _Parser:
                     f"duplicate model '{provider.name}': each provider/model may be listed once",
                 )
                 continue
+            if raw.get("fallbacks") is not None:
+                if provider.wildcard:
+                    self.error(
+                        f"{path}.fallbacks",
+                        f"'{provider.name}' stands for any model id, so it has no fallbacks of "
+                        "its own: give them to a model, or to an alias",
+                    )
+                else:
+                    self.provider_fallbacks[provider.name] = (raw["fallbacks"], f"{path}.fallbacks")
             for j, pref in enumerate(provider.routing_preferences):
                 if pref.name in seen_routes:
                     self.error(
@@ -804,14 +838,12 @@ class _Parser:
                 )
                 continue
             found = [self.target(m, f"{path}.models[{j}]", tables) for j, m in enumerate(models)]
-            if len(models) > 1:
-                self.warn(
-                    f"{path}.models",
-                    "only the first model serves this route: this gateway does not fail over "
-                    "to the others yet",
-                )
             if pref is None or found[0] is None:
                 continue
+            # The first serves the route; the others are its fallbacks, in order.
+            self.route_models[pref.name] = [
+                Target(f.provider, f.model_id) for f in found if f is not None
+            ]
             if pref.name in taken:
                 self.error(
                     f"{path}.name",
@@ -823,6 +855,93 @@ class _Parser:
             taken[pref.name] = route.model
             routes.append(route)
         return routes
+
+    def chains(self, tables: _Tables, aliases: Mapping[str, Alias], routes: list[Route]) -> _Chains:
+        """The fail-over chains: a model's own fallbacks (a provider entry's ``fallbacks``,
+        followed through theirs), an alias's, and a top-level route's further models."""
+        own = {
+            name: self.fallback_list(value, path, tables)
+            for name, (value, path) in self.provider_fallbacks.items()
+        }
+        paths = {name: path for name, (_, path) in self.provider_fallbacks.items()}
+        chains = _Chains()
+
+        def expand(target: Target, seen: tuple[str, ...]) -> list[Target] | None:
+            """``target`` then its fallbacks, each followed through its own; None on a cycle."""
+            if target.name in seen:
+                cycle = " -> ".join((*seen[seen.index(target.name) :], target.name))
+                self.error(paths.get(seen[-1], ""), f"the fallbacks form a cycle: {cycle}")
+                return None
+            members = [target]
+            for fallback in own.get(target.name, []):
+                more = expand(fallback, (*seen, target.name))
+                if more is None:
+                    return None
+                members += [m for m in more if m.name not in {x.name for x in members}]
+            return members
+
+        def chain_of(members: list[Target] | None) -> Chain | None:
+            if members is None or len(members) < 2:
+                return None
+            key = tuple(m.name for m in members)
+            if key not in chains.made:
+                chains.made[key] = Chain(f"chain_{len(chains.made) + 1}", tuple(members))
+            return chains.made[key]
+
+        for name in own:
+            provider = tables[0][name]
+            chain = chain_of(expand(Target(provider, provider.model_id), ()))
+            if chain is not None:
+                chains.of_model[name] = chain
+        for name, (value, path) in self.alias_fallbacks.items():
+            alias = aliases[name]
+            first = Target(alias.target, alias.model_id or alias.target.model_id)
+            members = [first]
+            for fallback in self.fallback_list(value, path, tables):
+                more = expand(fallback, ())
+                if more is None or first.name in {m.name for m in more}:
+                    if more is not None:
+                        self.error(
+                            path, f"'{first.name}' is the alias's own target, not a fallback"
+                        )
+                    break
+                members += [m for m in more if m.name not in {x.name for x in members}]
+            else:
+                chain = chain_of(members)
+                if chain is not None:
+                    chains.of_alias[name] = chain
+        for route in routes:
+            listed = self.route_models.get(route.name, [])
+            members = []
+            for target in listed:
+                more = expand(target, ())
+                if more is None:
+                    break
+                members += [m for m in more if m.name not in {x.name for x in members}]
+            chain = chain_of(members) if len(listed) > 1 else None
+            if chain is not None:
+                chains.of_route[route.name] = chain
+        return chains
+
+    def fallback_list(self, value: object, path: str, tables: _Tables) -> list[Target]:
+        """``fallbacks``: models in order, each a name or Plano's ``{target: name}``."""
+        if not isinstance(value, list) or not value:
+            self.error(
+                path,
+                "must be a list of models to try in order, e.g. [anthropic/claude-sonnet-4-5] "
+                f"or [{{target: anthropic/claude-sonnet-4-5}}], got {_show(value)}",
+            )
+            return []
+        targets = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            if isinstance(item, dict):
+                item = self.mapping(item, where, ("target",)).get("target")
+                where += ".target"
+            found = self.target(item, where, tables)
+            if found is not None:
+                targets.append(Target(found.provider, found.model_id))
+        return targets
 
     def target(self, value: object, path: str, tables: _Tables) -> Found | None:
         """A model an alias or a route names, placed as a client's ``model`` would be."""
@@ -869,6 +988,8 @@ class _Parser:
             found = self.target(spec.get("target"), f"{path}.target", tables)
             if found is not None:
                 aliases[str(name)] = Alias(str(name), found.provider, found.model_id)
+                if spec.get("fallbacks") is not None:
+                    self.alias_fallbacks[str(name)] = (spec["fallbacks"], f"{path}.fallbacks")
         return aliases
 
 

@@ -33,6 +33,7 @@ from ..wire import envoy_body_limit
 from .binary import envoy_binary, system_ca_bundle, validate_with_envoy
 from .clusters import EXTPROC_CLUSTER, extproc_cluster, provider_cluster
 from .common import address, http_filter
+from .fallback import chain_clusters
 from .filters import (
     HEADER_MUTATION,
     PROVIDER_QUERY,
@@ -78,6 +79,7 @@ def render_bootstrap(config: Config, options: EnvoyOptions = DEFAULTS) -> dict[s
     clusters += [
         provider_cluster(n, ep, options.ca_bundle, limit) for n, ep in config.clusters.items()
     ]
+    clusters += chain_clusters(config, options, options.ca_bundle, limit)
     rendered = bootstrap.Bootstrap(
         admin=bootstrap.Admin(address=_admin_address(options)),
         static_resources=bootstrap.BootstrapStaticResources(
@@ -117,7 +119,7 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         route_config=route_table(config),
         http_filters=[
             # First, so it sees the request before anything reads it and the response last.
-            http_filter(HEADER_MUTATION, our_headers()),
+            http_filter(HEADER_MUTATION, our_headers(fallback=bool(config.chains))),
             http_filter("envoy.filters.http.ext_proc", decision_filter(options)),
             # With the headers phase skipped, ext_proc lets the headers on at once: this holds
             # them (and the body) until ext_proc has answered, so the router picks its route

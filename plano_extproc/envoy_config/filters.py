@@ -17,10 +17,13 @@ from envoy_data_plane.envoy.type.v3 import HttpStatus
 from envoy_data_plane.google.protobuf import Any
 
 from ..wire import (
+    ATTEMPTS_HEADER,
     DECISION_METADATA,
     METADATA_NAMESPACE,
+    MODEL_HEADER,
     OUR_HEADER_PREFIX,
     RESPONSE_NAMESPACE,
+    SERVED_HEADER,
 )
 from .clusters import EXTPROC_CLUSTER
 from .common import header, metadata_value
@@ -29,6 +32,9 @@ from .options import EnvoyOptions
 # The second ext_proc filter: it reads responses on the routes whose provider speaks the other
 # API, and nowhere else (envoy/README.md: why a second filter).
 RESPONSE_FILTER = "plano.translate_responses"
+# The route response header that counts a chain's attempts (fallback.py sets it), and that
+# our_headers turns into x-plano-attempts.
+ATTEMPTS_INTERNAL = "plano-attempts"
 # The filter that keeps x-plano-* headers ours (our_headers).
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 # A header_mutation filter that does nothing of its own: a provider route's per-route config
@@ -42,7 +48,7 @@ PROVIDER_QUERY = "plano.provider_query"
 STATUS_ON_ERROR = 502
 
 
-def our_headers() -> header_mutation.HeaderMutation:
+def our_headers(fallback: bool = False) -> header_mutation.HeaderMutation:
     """No ``x-plano-*`` header passes but the decision, either way: a client's could pose as
     the decision (or reach the provider), a provider's could pose as ours. On the response
     the decision headers are then set from the server's metadata; a key that is absent (no
@@ -56,6 +62,18 @@ def our_headers() -> header_mutation.HeaderMutation:
         mutation_rules.HeaderMutation(append=header(name, metadata_value(key)))
         for name, key in DECISION_METADATA.items()
     ]
+    if fallback:
+        # A chain's response names the member that answered (set by its upstream filters)
+        # and its route the attempts: over the decision's model, then the internal headers
+        # go. An empty value (no chain) adds nothing, and leaves the decision's.
+        decision += [
+            mutation_rules.HeaderMutation(append=header(MODEL_HEADER, f"%RESP({SERVED_HEADER})%")),
+            mutation_rules.HeaderMutation(
+                append=header(ATTEMPTS_HEADER, f"%RESP({ATTEMPTS_INTERNAL})%")
+            ),
+            mutation_rules.HeaderMutation(remove=SERVED_HEADER),
+            mutation_rules.HeaderMutation(remove=ATTEMPTS_INTERNAL),
+        ]
     return header_mutation.HeaderMutation(
         mutations=header_mutation.Mutations(
             request_mutations=[ours], response_mutations=[ours, *decision]

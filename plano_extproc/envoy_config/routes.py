@@ -20,25 +20,38 @@ from envoy_data_plane.envoy.type.matcher.v3 import (
 from envoy_data_plane.google.protobuf import Any, Value
 
 from ..apis import ANTHROPIC_MESSAGES, API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi
-from ..config import Config, Provider
+from ..config import Chain, Config, Provider
 from ..upstreams import UPSTREAM_APIS
 from ..wire import (
     AUTH_KEY,
+    CHAIN_KEY,
     CLIENT_AUTH_HEADERS,
     CLIENT_ONLY_HEADERS,
     MODEL_ID_KEY,
     PROVIDER_KEY,
+    SERVED_HEADER,
     TRANSLATE_METADATA,
 )
 from .common import header, json_error, json_text, metadata_is, metadata_value
+from .fallback import ATTEMPTS_INTERNAL_HEADER, chain_retry_policy
 from .filters import NO_EXT_PROC, PROVIDER_QUERY, RESPONSE_FILTER, TRANSLATING
 
 
-def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Route:
+def _provider_route(
+    api: ClientApi,
+    p: Provider,
+    timeout_s: float,
+    chain: Chain | None = None,
+    guarded: bool = False,
+) -> route.Route:
     """Where a request of ``api`` goes once the server chose ``p``: the provider's endpoint
     for it, with the provider's credential; translated both ways when ``p`` speaks the
-    other API."""
-    decided = metadata_is(PROVIDER_KEY, p.name)
+    other API. With a ``chain`` (whose primary ``p`` is), the request goes to the chain's
+    aggregate cluster and fails over along it (fallback.py). ``guarded``: the config has
+    chains, whose internal response headers a provider must not send in their stead."""
+    decided = [metadata_is(PROVIDER_KEY, p.name)]
+    if chain is not None:
+        decided.append(metadata_is(CHAIN_KEY, chain.id))
     translated = p.interface != api.name
     # Client credentials and cookies are meant for the gateway, never for the provider.
     # Envoy removes before it adds, so the provider's own credential header survives
@@ -69,13 +82,30 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
     api_path = api.upstream_paths[p.interface]
     if p.api_version is not None:
         per_filter[PROVIDER_QUERY] = Any.pack(_api_version_query(p.api_version))
+    retry_policy = (
+        chain_retry_policy(chain, timeout_s)
+        if chain is not None
+        else route.RetryPolicy(
+            per_try_idle_timeout=timedelta(seconds=timeout_s),
+            # Only when the provider cannot have seen the request: a completion is
+            # neither free nor idempotent.
+            retry_on="connect-failure,refused-stream,reset-before-request",
+            num_retries=2,
+        )
+    )
+    response_add = []
+    response_remove = []
+    if chain is not None:
+        response_add.append(header(ATTEMPTS_INTERNAL_HEADER, "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"))
+    elif guarded:
+        response_remove = [SERVED_HEADER, ATTEMPTS_INTERNAL_HEADER]
     return route.Route(
-        name=f"{api.route_prefix}:{p.name}",
+        name=f"{api.route_prefix}:{chain.id if chain is not None else p.name}",
         match=route.RouteMatch(
-            safe_regex=RegexMatcher(regex=api.path_regex), dynamic_metadata=[decided]
+            safe_regex=RegexMatcher(regex=api.path_regex), dynamic_metadata=decided
         ),
         route=route.RouteAction(
-            cluster=p.cluster,
+            cluster=chain.id if chain is not None else p.cluster,
             host_rewrite_literal=p.http_host,
             auto_host_rewrite=True if p.http_host is None else None,
             # The provider's base_url path replaces the client's /v1; the query is kept.
@@ -90,19 +120,15 @@ def _provider_route(api: ClientApi, p: Provider, timeout_s: float) -> route.Rout
             # stream was cut at 2 s). So the user's timeout bounds upstream silence
             # instead: until the first byte, then between chunks.
             timeout=timedelta(0),
-            retry_policy=route.RetryPolicy(
-                per_try_idle_timeout=timedelta(seconds=timeout_s),
-                # Only when the provider cannot have seen the request: a completion is
-                # neither free nor idempotent.
-                retry_on="connect-failure,refused-stream,reset-before-request",
-                num_retries=2,
-            ),
+            retry_policy=retry_policy,
             # Envoy's stream idle timeout (5 min by default) must not undercut or race
             # the per-try one; it stays as the backstop for a stalled client.
             idle_timeout=timedelta(seconds=max(300.0, 2 * timeout_s)),
         ),
         request_headers_to_remove=remove,
         request_headers_to_add=add,
+        response_headers_to_add=response_add,
+        response_headers_to_remove=response_remove,
         typed_per_filter_config=per_filter,
     )
 
@@ -134,8 +160,16 @@ def route_table(config: Config) -> route.RouteConfiguration:
     # Order matters: the provider routes match only once the server has decided (its
     # metadata exists), so before that a request is on its API's entry route, where
     # ext_proc reads its body.
+    # A chain's routes come first: they match the decision's chain as well as its provider.
     routes = [
-        _provider_route(api, p, timeout_s)
+        _provider_route(api, chain.primary.provider, timeout_s, chain)
+        for chain in config.chains.values()
+        for api in CLIENT_APIS
+        if api.generates and chain.primary.provider.interface in api.upstream_paths
+    ]
+    guarded = bool(config.chains)
+    routes += [
+        _provider_route(api, p, timeout_s, guarded=guarded)
         for api in CLIENT_APIS
         for p in config.providers
         if p.interface in api.upstream_paths
@@ -191,7 +225,13 @@ def route_table(config: Config) -> route.RouteConfiguration:
             ),
         ),
     ]
-    vhost = route.VirtualHost(name="plano", domains=["*"], routes=routes)
+    vhost = route.VirtualHost(
+        name="plano",
+        domains=["*"],
+        routes=routes,
+        # A chain's upstream filters tell its attempts apart by this header (and remove it).
+        include_request_attempt_count=bool(config.chains),
+    )
     return route.RouteConfiguration(name="plano", virtual_hosts=[vhost])
 
 

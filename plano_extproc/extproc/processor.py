@@ -32,6 +32,7 @@ from ..router.base import RouteChoice
 from ..translate import TranslationError, translator, wants_stream
 from ..wire import (
     AUTH_KEY,
+    CHAIN_KEY,
     INCLUDE_USAGE_KEY,
     METADATA_NAMESPACE,
     MODEL_ID_KEY,
@@ -149,7 +150,7 @@ class Processor:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._templates: dict[tuple[str, str, str | None], pb.ProcessingResponse] = {}
+        self._templates: dict[tuple[str, str, str | None, str | None], pb.ProcessingResponse] = {}
 
     def handle(
         self, request: pb.ProcessingRequest, api: ClientApi = OPENAI_CHAT
@@ -260,7 +261,7 @@ class Processor:
         """The answer's fixed part for a decision, made once per (entry, routing, route). A
         wildcard's names the model the client chose: ``_name_the_model`` writes it into the
         copy (a cache keyed by client-chosen ids would grow without bound)."""
-        key = (decision.provider.name, decision.routing, decision.route)
+        key = (decision.provider.name, decision.routing, decision.route, decision.chain)
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = self._make_template(decision)
@@ -277,6 +278,8 @@ class Processor:
         }
         if decision.route is not None:
             fields[ROUTE_KEY] = decision.route
+        if decision.chain is not None:
+            fields[CHAIN_KEY] = decision.chain
         if provider.access_key is not None:
             fields[AUTH_KEY] = provider.auth_prefix + provider.access_key
         metadata = struct_pb2.Struct()

@@ -142,7 +142,7 @@ def test_unknown_keys_are_located() -> None:
         "message_format, timeout, max_body_size, max_concurrent_requests",
         "plano.yaml:6: llm_providers[0].acess_key: unknown key; allowed here: model, access_key, "
         "default, base_url, provider_interface, routing_preferences, headers, http_host, "
-        "passthrough_auth, api_version",
+        "passthrough_auth, api_version, fallbacks",
     ]
 
 

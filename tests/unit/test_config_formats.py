@@ -214,7 +214,7 @@ def test_keys_plano_lacks_too_stay_errors() -> None:
         "port, message_format, timeout, max_body_size, max_concurrent_requests",
         "plano.yaml:6: model_providers[0].nmae: unknown key; allowed here: model, access_key, "
         "default, base_url, provider_interface, routing_preferences, headers, http_host, "
-        "passthrough_auth, api_version",
+        "passthrough_auth, api_version, fallbacks",
         "plano.yaml:8: routing.session_tll: unknown key; allowed here: router, model_dir, "
         "device, threads, timeout, max_tokens, min_confidence, decoding, route_named_models, "
         "route_on_user_only",
@@ -632,17 +632,16 @@ def test_top_level_routes_name_their_model_placed_like_a_clients() -> None:
     assert config.warnings == ()
 
 
-def test_more_than_one_model_is_a_warning_and_the_first_serves() -> None:
+def test_more_than_one_model_the_first_serves_and_the_others_are_its_fallbacks() -> None:
     config = load(
         ROUTED
         + "routing_preferences:\n  - name: code\n    description: writing code\n"
         + "    models:\n      - anthropic/claude-opus-4-1\n      - gpt-5\n"
     )
     assert config.routes[-1].model == "anthropic/claude-opus-4-1"
-    assert config.warnings == (
-        "plano.yaml:11: routing_preferences[0].models: only the first model serves this route: "
-        "this gateway does not fail over to the others yet",
-    )
+    chain = config.chain_of_route["code"]
+    assert [m.name for m in chain.members] == ["anthropic/claude-opus-4-1", "openai/gpt-5"]
+    assert config.warnings == ()
 
 
 def test_selection_policy_is_a_plano_key_not_implemented() -> None:

@@ -455,7 +455,10 @@ def test_distinct_wildcard_ids_do_not_grow_the_template_cache(processor: Process
     answer(processor, "openai/gpt-4.1")
     cached = dict(processor._templates)
     # One per (entry, routing, route): the wildcard's names no model id of its own.
-    assert list(cached) == [("openai/gpt-5", "direct", None), ("openai/*", "direct", None)]
+    assert list(cached) == [
+        ("openai/gpt-5", "direct", None, None),
+        ("openai/*", "direct", None, None),
+    ]
     for i in range(1000):
         got, body = answer(processor, f"openai/ft:gpt-4o:acme:{i}")
         assert body is not None
@@ -463,7 +466,7 @@ def test_distinct_wildcard_ids_do_not_grow_the_template_cache(processor: Process
         assert got["model"] == f"openai/ft:gpt-4o:acme:{i}"
     assert processor._templates == cached
     # The cached template was copied, never written: it still names the first one's model.
-    assert "gpt-4.1" not in str(cached[("openai/*", "direct", None)])
+    assert "gpt-4.1" not in str(cached[("openai/*", "direct", None, None)])
 
 
 # --- the Envoy routes -------------------------------------------------------------------------
