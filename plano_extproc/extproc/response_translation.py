@@ -44,8 +44,13 @@ def _header(key: str, value: str) -> pb.HeaderValueOption:
 class TranslatedResponse:
     """The state of one response's translation; a new one per gRPC stream."""
 
-    def __init__(self, pair: Translator) -> None:
+    def __init__(self, pair: Translator, include_usage: bool | None = None) -> None:
         self._pair = pair
+        # What the client asked of a stream's usage. None: read from the metadata Envoy
+        # forwards with the response (the decision's RESPONSE_NAMESPACE, on a translated
+        # provider route); a fallback attempt (fallback.py) gets no such metadata and says
+        # it here, from the request body it read.
+        self._include_usage = include_usage
         self._status = 200
         self._stream: StreamTranslator | None = None
         self._whole = bytearray()  # a response read whole, so far
@@ -97,8 +102,10 @@ class TranslatedResponse:
             return _UNCHANGED_HEADERS
         mutation = pb.HeaderMutation(remove_headers=["content-length"])
         if 200 <= self._status < 300 and content_type.startswith("text/event-stream"):
-            fields = request.metadata_context.filter_metadata.get(RESPONSE_NAMESPACE)
-            usage = fields is not None and fields.fields[INCLUDE_USAGE_KEY].bool_value
+            usage = self._include_usage
+            if usage is None:
+                fields = request.metadata_context.filter_metadata.get(RESPONSE_NAMESPACE)
+                usage = fields is not None and fields.fields[INCLUDE_USAGE_KEY].bool_value
             self._stream = self._pair.stream({"stream_options": {"include_usage": usage}})
         else:
             status = self._status

@@ -3,7 +3,8 @@
 Two transports serve the same ``ExtProcService``: ``h2`` (the default, h2grpc.py) and
 ``grpcio`` (grpc.aio), kept for comparison; bench/RESULTS.md has the cost of each. Envoy's
 route says in the stream's gRPC metadata what the stream is for: the decision for a request
-of one client API (apis/), or the translation of one response (response_translation.py).
+of one client API (apis/), the translation of one response (response_translation.py), or
+one attempt of a fail-over chain's request at a member other than its primary (fallback.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ..router import load_router
 from ..router.conversation import reading_for
 from ..router.service import RouterService
 from ..translate import APIS, translator
-from ..wire import TRANSLATE_METADATA, envoy_body_limit
+from ..wire import FALLBACK_METADATA, TRANSLATE_METADATA, envoy_body_limit
+from .fallback import FallbackAttempt
 from .h2grpc import FinalAnswer, H2GrpcServer, Limits
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
 from .processor import Answer, Processor, error_response, request_body_span
@@ -49,6 +51,8 @@ _FRAMING_BYTES = 64 * 1024
 
 # One serialized message in, its serialized answer (or an awaitable of it) out.
 Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
+# A stream's state machine: one message in, its answer and whether it is the stream's last.
+Step = Callable[[pb.ProcessingRequest], tuple[pb.ProcessingResponse, bool]]
 
 
 class ExtProcService:
@@ -83,19 +87,36 @@ class ExtProcService:
             client, _, upstream = pair_name.partition(">")
             pair = self._pairs.get((client, upstream))
             if pair is not None:
-                return functools.partial(self._translate, TranslatedResponse(pair))
+                return functools.partial(self._step, TranslatedResponse(pair).handle)
             log.warning("a response stream for an unknown translation %r", pair_name[:40])
+        chain_id = metadata.get(FALLBACK_METADATA)
+        if chain_id is not None:
+            config = self._processor.config
+            chain = config.chains.get(chain_id)
+            if chain is not None:
+                attempt = FallbackAttempt(config, chain)
+                return functools.partial(self._step, attempt.handle, api=attempt.error_api)
+            # An Envoy config rendered from another config than this server's: the attempt
+            # cannot be readied, and must not leave as the attempt before left it.
+            log.warning("a fallback stream for an unknown chain %r", chain_id[:40])
+            return self._unknown_chain
         api = client_api(metadata.get(API_METADATA))
         return self._deciders[(api or OPENAI_CHAT).metadata]
 
-    def _translate(self, response: TranslatedResponse, payload: bytes) -> bytes:
+    @staticmethod
+    def _unknown_chain(payload: bytes) -> bytes:
+        return FinalAnswer(error_response(INTERNAL_ERROR).SerializeToString())
+
+    def _step(self, step: Step, payload: bytes, api: ClientApi = OPENAI_CHAT) -> bytes:
+        """One message of a stream answered by ``step`` (a response's translation, a
+        fallback attempt): the last answer ends the call. ``api``: the shape of its errors."""
         try:
-            answer, last = response.handle(pb.ProcessingRequest.FromString(payload))
+            answer, last = step(pb.ProcessingRequest.FromString(payload))
         except DecodeError as exc:
             log.warning("an ext_proc message that is not a ProcessingRequest: %s", exc)
-            return FinalAnswer(error_response(INTERNAL_ERROR).SerializeToString())
+            return FinalAnswer(error_response(INTERNAL_ERROR, api).SerializeToString())
         except Exception:
-            return FinalAnswer(self._failed().SerializeToString())
+            return FinalAnswer(self._failed(api).SerializeToString())
         serialized = answer.SerializeToString()
         return FinalAnswer(serialized) if last else serialized
 
