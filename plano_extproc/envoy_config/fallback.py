@@ -84,6 +84,11 @@ def _member_cluster(name: str, target: Target, ca_bundle: str, limit: int) -> cl
     upstream filters read which member an attempt goes to from there."""
     result = provider_cluster(name, target.provider.endpoint, ca_bundle, limit)
     (host,) = result.load_assignment.endpoints[0].lb_endpoints
+    if target.provider.http_host is not None:
+        # The chain's routes take Host from the endpoint (auto_host_rewrite), per attempt:
+        # a member's own http_host is its endpoint's hostname.
+        assert host.endpoint is not None
+        host.endpoint.hostname = target.provider.http_host
     host.metadata = core.Metadata(
         filter_metadata={METADATA_NAMESPACE: Struct.from_dict({"target": target.name})}
     )

@@ -106,8 +106,9 @@ def _provider_route(
         ),
         route=route.RouteAction(
             cluster=chain.id if chain is not None else p.cluster,
-            host_rewrite_literal=p.http_host,
-            auto_host_rewrite=True if p.http_host is None else None,
+            # A chain's attempts take Host from their member's endpoint (fallback.py).
+            host_rewrite_literal=p.http_host if chain is None else None,
+            auto_host_rewrite=True if p.http_host is None or chain is not None else None,
             # The provider's base_url path replaces the client's /v1; the query is kept.
             regex_rewrite=None
             if p.api_version is not None
