@@ -896,14 +896,16 @@ class _Parser:
         for name, (value, path) in self.alias_fallbacks.items():
             alias = aliases[name]
             first = Target(alias.target, alias.model_id or alias.target.model_id)
+            listed = self.fallback_list(value, path, tables)
+            if first.name in {t.name for t in listed}:
+                self.error(path, f"'{first.name}' is the alias's own target, not a fallback")
+                continue
+            # The target, then each fallback followed through its own (one that leads back
+            # to the target adds nothing: the target has been tried).
             members = [first]
-            for fallback in self.fallback_list(value, path, tables):
+            for fallback in listed:
                 more = expand(fallback, ())
-                if more is None or first.name in {m.name for m in more}:
-                    if more is not None:
-                        self.error(
-                            path, f"'{first.name}' is the alias's own target, not a fallback"
-                        )
+                if more is None:
                     break
                 members += [m for m in more if m.name not in {x.name for x in members}]
             else:

@@ -349,15 +349,8 @@ def test_an_aliases_fallbacks_may_not_name_its_own_target(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: an alias whose fallback's OWN fallbacks lead back to the alias's "
-    "target (alias x: claude-sonnet-4-5, fallbacks [gpt-5.2]; gpt-5.2's own fallbacks "
-    "[claude-sonnet-4-5]) is refused with 'anthropic/claude-sonnet-4-5 is the alias's own "
-    "target, not a fallback' although its fallbacks do not name it and there is no cycle "
-    "(parser._Parser.chains checks the target against the fallback's whole expansion); a "
-    "top-level route with the same models loads, as chain [claude, gpt-5.2]",
-)
+# An alias whose fallback's own fallbacks lead back to the alias's target loads like a route
+# with the same models (it was once refused as naming its own target).
 def test_an_alias_whose_fallback_falls_back_to_its_target_is_like_the_same_route() -> None:
     head = two(a="    fallbacks: [claude-sonnet-4-5]")
     route = make(
