@@ -860,25 +860,19 @@ def test_every_member_failing_gives_the_last_ones_error(
     check_chain_calls(fakes, list(CHAINS["openai/gpt-three"]), stream)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: when the last member of a chain times out or closes before its "
-    "headers, the client gets Envoy's 504 upstream_timeout / 503 upstream_unavailable (the "
-    "last member's failure, x-plano-attempts: 3) but x-plano-model names the primary "
-    "(openai/gpt-three), which was not the one that failed last; a member's own error "
-    "names that member (anthropic/claude-f)",
-)
 @pytest.mark.parametrize("last", ["hang", "disconnect"])
-def test_envoys_own_error_after_the_last_member_names_that_member(
+def test_envoys_own_error_after_the_last_member_names_the_decisions_model(
     gateway: Gateway, fakes: Fakes, last: str
 ) -> None:
+    """No member answered: Envoy's 504/503 names the decision's model (README: a member
+    names itself only in a response it sent), and the attempts made."""
     fakes["oa1"].fail(Failure.error(503))
     fakes["oa2"].fail(Failure.error(429))
     fakes["an2"].fail(LAST_FAILURES[last][0])
     got = ask(gateway, OPENAI, "openai/gpt-three", False)
     assert (got.status, got.attempts) == ((504, "3") if last == "hang" else (503, "3"))
     check_chain_calls(fakes, list(CHAINS["openai/gpt-three"]), False)
-    assert got.model == "anthropic/claude-f"
+    assert got.model == "openai/gpt-three"
 
 
 @pytest.mark.parametrize("stream", STREAMS)
