@@ -20,6 +20,8 @@ DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 # streams at 1,025; an Envoy stream costs tens of KB, so 4,096 fits a sidecar of any size.
 DEFAULT_MAX_CONCURRENT_REQUESTS = 4096
 MAX_CONCURRENT_REQUESTS_LIMIT = 1_000_000
+DEFAULT_RETRY_AFTER_MAX_S = 2
+RETRY_AFTER_MAX_LIMIT_S = 60
 
 ROUTER_KINDS = ("embedded", "arch", "none")
 DEVICES = ("cpu", "cuda")
@@ -202,6 +204,9 @@ class Listener:
     timeout_s: float
     max_body_bytes: int
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    # A provider's answer with a retry-after of at most this many seconds is retried on that
+    # provider once it has passed (a model without fallbacks); 0: never.
+    retry_after_max_s: int = DEFAULT_RETRY_AFTER_MAX_S
     name: str = "egress_traffic"
 
 

@@ -26,9 +26,11 @@ from .model import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_PORT,
+    DEFAULT_RETRY_AFTER_MAX_S,
     DEFAULT_TIMEOUT_S,
     DEVICES,
     MAX_CONCURRENT_REQUESTS_LIMIT,
+    RETRY_AFTER_MAX_LIMIT_S,
     ROUTER_DEFAULTS,
     ROUTER_KINDS,
     Alias,
@@ -159,6 +161,7 @@ _LISTENER_KEYS = (
     "timeout",
     "max_body_size",
     "max_concurrent_requests",
+    "retry_after_max",
 )
 _LIST_LISTENER_KEYS = ("name", "type", *_LISTENER_KEYS)
 _PROVIDER_KEYS = (
@@ -413,6 +416,19 @@ class _Parser:
                 f"{_show(concurrent)}",
             )
             concurrent = DEFAULT_MAX_CONCURRENT_REQUESTS
+        retry_after = raw.get("retry_after_max", f"{DEFAULT_RETRY_AFTER_MAX_S}s")
+        retry_after_s = 0.0 if retry_after in (0, "0", "0s") else parse_duration(retry_after)
+        if (
+            retry_after_s is None
+            or retry_after_s > RETRY_AFTER_MAX_LIMIT_S
+            or (retry_after_s != int(retry_after_s))
+        ):
+            self.error(
+                f"{path}.retry_after_max",
+                f"must be whole seconds from 0 (never) to {RETRY_AFTER_MAX_LIMIT_S}s, e.g. 2s, "
+                f"got {_show(retry_after)}",
+            )
+            retry_after_s = DEFAULT_RETRY_AFTER_MAX_S
         return Listener(
             address=str(address),
             port=port if isinstance(port, int) else DEFAULT_PORT,
@@ -420,6 +436,7 @@ class _Parser:
             timeout_s=timeout or DEFAULT_TIMEOUT_S,
             max_body_bytes=size or DEFAULT_MAX_BODY_BYTES,
             max_concurrent_requests=concurrent,
+            retry_after_max_s=int(retry_after_s),
         )
 
     def router(self, value: object) -> RouterSettings:

@@ -43,6 +43,7 @@ def _provider_route(
     timeout_s: float,
     chain: Chain | None = None,
     guarded: bool = False,
+    retry_after_max_s: int = 0,
 ) -> route.Route:
     """Where a request of ``api`` goes once the server chose ``p``: the provider's endpoint
     for it, with the provider's credential; translated both ways when ``p`` speaks the
@@ -85,13 +86,7 @@ def _provider_route(
     retry_policy = (
         chain_retry_policy(chain, timeout_s)
         if chain is not None
-        else route.RetryPolicy(
-            per_try_idle_timeout=timedelta(seconds=timeout_s),
-            # Only when the provider cannot have seen the request: a completion is
-            # neither free nor idempotent.
-            retry_on="connect-failure,refused-stream,reset-before-request",
-            num_retries=2,
-        )
+        else _single_retry_policy(timeout_s, retry_after_max_s)
     )
     response_add = []
     response_remove = []
@@ -134,6 +129,39 @@ def _provider_route(
     )
 
 
+def _single_retry_policy(timeout_s: float, retry_after_max_s: int) -> route.RetryPolicy:
+    """A model without fallbacks is retried on its provider only where the provider cannot
+    have seen the request (a completion is neither free nor idempotent), or where it said
+    when to come back and that is soon: an answer with ``retry-after`` of at most
+    ``retry_after_max_s`` seconds (a 429, a 503), once that time has passed."""
+    retry_on = "connect-failure,refused-stream,reset-before-request"
+    if retry_after_max_s <= 0:
+        return route.RetryPolicy(
+            per_try_idle_timeout=timedelta(seconds=timeout_s), retry_on=retry_on, num_retries=2
+        )
+    # Envoy's rate-limited back-off drops a retry-after over its cap and then retries at once:
+    # only an answer whose retry-after is within the cap (whole seconds) is retried at all.
+    short = "|".join(str(n) for n in range(retry_after_max_s + 1))
+    return route.RetryPolicy(
+        per_try_idle_timeout=timedelta(seconds=timeout_s),
+        retry_on=retry_on + ",retriable-headers",
+        num_retries=2,
+        retriable_headers=[
+            route.HeaderMatcher(
+                name="retry-after", safe_regex_match=RegexMatcher(regex=rf"^\s*(?:{short})\s*$")
+            )
+        ],
+        rate_limited_retry_back_off=route.RetryPolicyRateLimitedRetryBackOff(
+            reset_headers=[
+                route.RetryPolicyResetHeader(
+                    name="retry-after", format=route.RetryPolicyResetHeaderFormat.SECONDS
+                )
+            ],
+            max_interval=timedelta(seconds=retry_after_max_s),
+        ),
+    )
+
+
 def _deployment_path(p: Provider, api_path: str) -> str:
     """Azure OpenAI's path: the model id is the deployment, before the API's own path
     (/openai/deployments/<id>/chat/completions); a wildcard's id comes with the decision."""
@@ -169,8 +197,9 @@ def route_table(config: Config) -> route.RouteConfiguration:
         if api.generates and chain.primary.provider.interface in api.upstream_paths
     ]
     guarded = bool(config.chains)
+    retry_after = config.listener.retry_after_max_s
     routes += [
-        _provider_route(api, p, timeout_s, guarded=guarded)
+        _provider_route(api, p, timeout_s, guarded=guarded, retry_after_max_s=retry_after)
         for api in CLIENT_APIS
         for p in config.providers
         if p.interface in api.upstream_paths

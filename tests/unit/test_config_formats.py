@@ -211,7 +211,8 @@ def test_keys_plano_lacks_too_stay_errors() -> None:
         "plano.yaml:9: tracin: unknown key; allowed here: version, listeners, "
         "model_providers, llm_providers, model_aliases, routing, routing_preferences",
         "plano.yaml:3: listeners[0].prot: unknown key; allowed here: name, type, address, "
-        "port, message_format, timeout, max_body_size, max_concurrent_requests",
+        "port, message_format, timeout, max_body_size, max_concurrent_requests, "
+        "retry_after_max",
         "plano.yaml:6: model_providers[0].nmae: unknown key; allowed here: model, access_key, "
         "default, base_url, provider_interface, routing_preferences, headers, http_host, "
         "passthrough_auth, api_version, fallbacks",

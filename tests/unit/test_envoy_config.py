@@ -341,7 +341,13 @@ def test_timeout_bounds_provider_silence_not_the_whole_stream() -> None:
     assert action["retry_policy"]["per_try_idle_timeout"] == "45s"
     assert action["idle_timeout"] == "300s"  # above the per-try idle timeout, never racing it
     retry_on = set(action["retry_policy"]["retry_on"].split(","))
-    assert retry_on == {"connect-failure", "refused-stream", "reset-before-request"}
+    # The provider cannot have seen the request, or it said to come back soon (retry-after).
+    assert retry_on == {
+        "connect-failure",
+        "refused-stream",
+        "reset-before-request",
+        "retriable-headers",
+    }
 
 
 def test_no_x_plano_header_passes_either_way_but_the_decision() -> None:

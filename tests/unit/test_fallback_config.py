@@ -1010,7 +1010,7 @@ def test_the_other_provider_routes_drop_a_providers_internal_headers(boot: dict[
         assert r["response_headers_to_remove"] == ["plano-served-model", "plano-attempts"]
         assert "response_headers_to_add" not in r
         assert r["route"]["retry_policy"]["retry_on"] == (
-            "connect-failure,refused-stream,reset-before-request"
+            "connect-failure,refused-stream,reset-before-request,retriable-headers"
         )
         assert not r["route"]["cluster"].startswith(("chain_", "member_"))
     # The routes Envoy answers itself have nothing to drop.
@@ -1096,3 +1096,61 @@ def test_a_token_count_with_a_chain_takes_the_plain_count_route(
 
 def test_a_bootstrap_with_chains_passes_envoy_validation(config: Config) -> None:
     validate_with_envoy(render_yaml(config))
+
+
+def test_a_model_without_fallbacks_retries_only_a_short_retry_after(boot: dict[str, Any]) -> None:
+    """Off a chain: a retry-after within the listener's retry_after_max (2 s by default) is
+    retried on the same provider once it has passed; a longer one matches nothing, so Envoy
+    (which would drop it and retry at once) does not retry at all."""
+    plain = [r for r in provider_routes(boot) if "chain_" not in r["name"]]
+    for r in plain:
+        policy = r["route"]["retry_policy"]
+        (matcher,) = policy["retriable_headers"]
+        assert matcher["name"] == "retry-after"
+        regex = re.compile(matcher["safe_regex_match"]["regex"])
+        assert [v for v in ("0", "1", "2", " 2 ", "3", "30", "1.5", "") if regex.search(v)] == [
+            "0",
+            "1",
+            "2",
+            " 2 ",
+        ]
+        backoff = policy["rate_limited_retry_back_off"]
+        assert backoff["reset_headers"] == [{"name": "retry-after"}]  # SECONDS, the default
+        assert backoff["max_interval"] == "2s"
+    # A chain's routes never wait: the next attempt is another member's.
+    for r in provider_routes(boot):
+        if "chain_" in r["name"]:
+            assert "rate_limited_retry_back_off" not in r["route"]["retry_policy"]
+            assert "retriable_headers" not in r["route"]["retry_policy"]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("0", 0), ("0s", 0), ("5s", 5), ("1m", 60), (3, 3)])
+def test_retry_after_max_takes_whole_seconds_up_to_a_minute(value: object, seconds: int) -> None:
+    text = f"listeners:\n  egress_traffic:\n    retry_after_max: {value}\n" + (
+        "llm_providers:\n  - model: openai/gpt-5\n"
+    )
+    assert parse_config(text, "p.yaml", {}).listener.retry_after_max_s == seconds
+
+
+@pytest.mark.parametrize("value", ["61s", "1.5s", "soon", "-1"])
+def test_retry_after_max_refuses_other_values(value: str) -> None:
+    text = f"listeners:\n  egress_traffic:\n    retry_after_max: '{value}'\n" + (
+        "llm_providers:\n  - model: openai/gpt-5\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "p.yaml", {})
+    assert info.value.errors == [
+        "p.yaml:3: listeners.egress_traffic.retry_after_max: must be whole seconds from 0 "
+        f"(never) to 60s, e.g. 2s, got '{value}'"
+    ]
+
+
+def test_retry_after_max_zero_turns_the_same_provider_retry_off() -> None:
+    text = "listeners:\n  egress_traffic:\n    retry_after_max: 0\nllm_providers:\n" + (
+        "  - model: openai/gpt-5\n"
+    )
+    boot = render_bootstrap(parse_config(text, "p.yaml", {}), EnvoyOptions())
+    for r in provider_routes(boot):
+        assert r["route"]["retry_policy"]["retry_on"] == (
+            "connect-failure,refused-stream,reset-before-request"
+        )
