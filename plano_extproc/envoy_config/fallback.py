@@ -20,7 +20,7 @@ from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.extensions.clusters.aggregate import v3 as aggregate
 from envoy_data_plane.envoy.extensions.common.matching import v3 as matching
-from envoy_data_plane.envoy.extensions.filters.common.matcher.action import v3 as action
+from envoy_data_plane.envoy.extensions.filters.http.composite import v3 as composite
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
 from envoy_data_plane.envoy.extensions.filters.http.upstream_codec import v3 as upstream_codec
@@ -162,7 +162,7 @@ _HEADERS, _BODY = ext_proc.ProcessingModeHeaderSendMode, ext_proc.ProcessingMode
 
 
 def _attempt_processor(chain: Chain, options: EnvoyOptions) -> matching.ExtensionWithMatcher:
-    """The ext_proc stream that readies an attempt for its member, skipped for the primary
+    """The ext_proc stream that readies an attempt for its member, not made for the primary
     on the first attempt. Any later attempt runs it, the primary's too: an attempt starts
     from the headers the one before left (a fallback's key among them)."""
     service = grpc_service(options)
@@ -185,29 +185,58 @@ def _attempt_processor(chain: Chain, options: EnvoyOptions) -> matching.Extensio
         message_timeout=timedelta(seconds=options.message_timeout_s),
         status_on_error=HttpStatus(code=STATUS_ON_ERROR),
     )
-    skip = xds_matcher.MatcherOnMatch(
+    # The composite filter creates the ext_proc filter only when its matcher says so: the
+    # primary's first attempt (the path that does not fail) matches nothing, and pays
+    # neither a stream nor the filter. (Wrapping the ext_proc filter to skip it instead
+    # cost Envoy some 40 µs a request: the filter is made either way.)
+    execute = xds_matcher.MatcherOnMatch(
         action=xds_core.TypedExtensionConfig(
-            name="skip", typed_config=Any.pack(action.SkipFilter())
-        )
-    )
-    first_attempt = xds_matcher.Matcher(
-        matcher_tree=xds_matcher.MatcherMatcherTree(
-            input=_header_input("attempt", ATTEMPT_COUNT_HEADER),
-            exact_match_map=xds_matcher.MatcherMatcherTreeMatchMap(map={"1": skip}),
-        )
-    )
-    primary = xds_matcher.Matcher(
-        matcher_tree=xds_matcher.MatcherMatcherTree(
-            input=_header_input("host_target", HOST_TARGET_HEADER),
-            exact_match_map=xds_matcher.MatcherMatcherTreeMatchMap(
-                map={chain.primary.name: xds_matcher.MatcherOnMatch(matcher=first_attempt)}
+            name="fallback_attempt",
+            typed_config=Any.pack(
+                composite.ExecuteFilterAction(
+                    typed_config=core.TypedExtensionConfig(
+                        name="envoy.filters.http.ext_proc", typed_config=Any.pack(processor)
+                    )
+                )
             ),
         )
     )
+    # A nested matcher that matches nothing falls back on the outer one's on_no_match (which
+    # makes the ext_proc filter): the primary's first attempt must match, and make a filter
+    # that does nothing instead.
+    nothing = xds_matcher.MatcherOnMatch(
+        action=xds_core.TypedExtensionConfig(
+            name="as_decided",
+            typed_config=Any.pack(
+                composite.ExecuteFilterAction(
+                    typed_config=core.TypedExtensionConfig(
+                        name="envoy.filters.http.header_mutation",
+                        typed_config=Any.pack(header_mutation.HeaderMutation()),
+                    )
+                )
+            ),
+        )
+    )
+    later_attempts = xds_matcher.Matcher(
+        matcher_tree=xds_matcher.MatcherMatcherTree(
+            input=_header_input("attempt", ATTEMPT_COUNT_HEADER),
+            exact_match_map=xds_matcher.MatcherMatcherTreeMatchMap(map={"1": nothing}),
+        ),
+        on_no_match=execute,
+    )
+    by_member = xds_matcher.Matcher(
+        matcher_tree=xds_matcher.MatcherMatcherTree(
+            input=_header_input("host_target", HOST_TARGET_HEADER),
+            exact_match_map=xds_matcher.MatcherMatcherTreeMatchMap(
+                map={chain.primary.name: xds_matcher.MatcherOnMatch(matcher=later_attempts)}
+            ),
+        ),
+        on_no_match=execute,
+    )
     return matching.ExtensionWithMatcher(
-        xds_matcher=primary,
+        xds_matcher=by_member,
         extension_config=core.TypedExtensionConfig(
-            name="envoy.filters.http.ext_proc", typed_config=Any.pack(processor)
+            name="envoy.filters.http.composite", typed_config=Any.pack(composite.Composite())
         ),
     )
 

@@ -824,26 +824,28 @@ def test_the_upstream_filters_name_the_member_and_clean_up(boot: dict[str, Any])
 
 
 HEADER_INPUT = "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput"
-SKIP = "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"
+EXECUTE = "type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction"
 
 
-def skipped(matcher: dict[str, Any], headers: dict[str, str]) -> bool:
-    """Whether the xDS matcher tree skips the filter for a request with ``headers``."""
+def executed(matcher: dict[str, Any], headers: dict[str, str]) -> dict[str, Any] | None:
+    """The filter the composite filter's xDS matcher makes for a request with ``headers``
+    (None: it makes none, and the attempt goes as the decision readied it)."""
     tree = matcher["matcher_tree"]
-    assert set(matcher) == {"matcher_tree"}  # no on_no_match: no match runs the filter
     assert set(tree) == {"input", "exact_match_map"}
     assert tree["input"]["typed_config"]["@type"] == HEADER_INPUT
     value = headers.get(tree["input"]["typed_config"]["header_name"])
-    on_match = tree["exact_match_map"]["map"].get(value)
+    on_match = tree["exact_match_map"]["map"].get(value, matcher.get("on_no_match"))
     if on_match is None:
-        return False
+        return None
     if "matcher" in on_match:
-        return skipped(on_match["matcher"], headers)
-    assert on_match["action"]["typed_config"] == {"@type": SKIP}
-    return True
+        return executed(on_match["matcher"], headers)
+    action = on_match["action"]["typed_config"]
+    assert action["@type"] == EXECUTE
+    filter_config: dict[str, Any] = action["typed_config"]
+    return filter_config
 
 
-def test_the_fallback_stream_is_skipped_only_on_the_primarys_first_attempt(
+def test_the_fallback_stream_is_made_for_every_attempt_but_the_primarys_first(
     config: Config, boot: dict[str, Any]
 ) -> None:
     for cid, models in CHAINS.items():
@@ -851,8 +853,12 @@ def test_the_fallback_stream_is_skipped_only_on_the_primarys_first_attempt(
         assert attempt["@type"] == (
             "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
         )
+        # The composite filter makes the ext_proc filter only when the matcher says so, so
+        # the primary's first attempt pays neither the filter nor a stream: it makes an
+        # empty header_mutation there (a nested matcher that matched nothing would fall
+        # back on the outer on_no_match, which makes the ext_proc filter).
+        assert attempt["extension_config"]["name"] == "envoy.filters.http.composite"
         matcher = attempt["xds_matcher"]
-        # Exactly one skip: host target == the chain's primary and attempt count == "1".
         tree = matcher["matcher_tree"]
         assert tree["input"]["typed_config"]["header_name"] == "x-plano-host-target"
         assert list(tree["exact_match_map"]["map"]) == [models[0]]
@@ -862,15 +868,29 @@ def test_the_fallback_stream_is_skipped_only_on_the_primarys_first_attempt(
         for member in models:
             for count in ("1", "2", "3", "10"):
                 headers = {"x-plano-host-target": member, "x-envoy-attempt-count": count}
-                assert skipped(matcher, headers) == (member == models[0] and count == "1")
-        assert not skipped(matcher, {"x-envoy-attempt-count": "1"})
-        assert not skipped(matcher, {"x-plano-host-target": models[0]})
+                made = executed(matcher, headers)
+                assert made is not None
+                as_decided = member == models[0] and count == "1"
+                expected = (
+                    "envoy.filters.http.header_mutation"
+                    if as_decided
+                    else "envoy.filters.http.ext_proc"
+                )
+                assert made["name"] == expected, headers
+                if as_decided:
+                    assert set(made["typed_config"]) == {"@type"}  # does nothing
+        missing_count = executed(matcher, {"x-plano-host-target": models[0]})
+        assert missing_count is not None
+        assert missing_count["name"] == "envoy.filters.http.ext_proc"
 
 
 def test_the_fallback_stream_names_its_chain_and_fails_closed(boot: dict[str, Any]) -> None:
     for cid in CHAINS:
         attempt = upstream_filters(clusters_of(boot)[cid])[1]["typed_config"]
-        extension = attempt["extension_config"]
+        extension = executed(
+            attempt["xds_matcher"], {"x-plano-host-target": "another", "x-envoy-attempt-count": "1"}
+        )
+        assert extension is not None
         assert extension["name"] == "envoy.filters.http.ext_proc"
         processor = extension["typed_config"]
         assert processor["@type"] == (
