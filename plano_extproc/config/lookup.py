@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..upstreams.builtin import family_owner
-from .model import WILDCARD, Provider
+from .model import WILDCARD, Provider, Target
 
 # A model id a wildcard passes on: it ends up in the body, a response header and (Azure) the
 # path, so it is printable ASCII without spaces, and of a sane length.
@@ -24,10 +24,9 @@ _MODEL_ID = re.compile(r"[\x21-\x7e]{1,256}")
 DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-@dataclass(frozen=True)
-class Found:
-    provider: Provider
-    model_id: str  # what the provider receives: the entry's own id, or the wildcard's pick
+# A model placed: its provider entry and the model id it receives (the entry's own, or a
+# wildcard's pick). The same pair as a chain member.
+Found = Target
 
 
 @dataclass(frozen=True)

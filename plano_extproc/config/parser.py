@@ -858,9 +858,7 @@ class _Parser:
             if pref is None or found[0] is None:
                 continue
             # The first serves the route; the others are its fallbacks, in order.
-            self.route_models[pref.name] = [
-                Target(f.provider, f.model_id) for f in found if f is not None
-            ]
+            self.route_models[pref.name] = [f for f in found if f is not None]
             if pref.name in taken:
                 self.error(
                     f"{path}.name",
@@ -894,8 +892,13 @@ class _Parser:
                 more = expand(fallback, (*seen, target.name))
                 if more is None:
                     return None
-                members += [m for m in more if m.name not in {x.name for x in members}]
+                extend(members, more)
             return members
+
+        def extend(members: list[Target], more: list[Target]) -> None:
+            """``more`` after ``members``, less the models already in it."""
+            seen = {m.name for m in members}
+            members += [m for m in more if m.name not in seen]
 
         def chain_of(members: list[Target] | None) -> Chain | None:
             if members is None or len(members) < 2:
@@ -924,7 +927,7 @@ class _Parser:
                 more = expand(fallback, ())
                 if more is None:
                     break
-                members += [m for m in more if m.name not in {x.name for x in members}]
+                extend(members, more)
             else:
                 chain = chain_of(members)
                 if chain is not None:
@@ -936,7 +939,7 @@ class _Parser:
                 more = expand(target, ())
                 if more is None:
                     break
-                members += [m for m in more if m.name not in {x.name for x in members}]
+                extend(members, more)
             chain = chain_of(members) if len(listed) > 1 else None
             if chain is not None:
                 chains.of_route[route.name] = chain
@@ -959,7 +962,7 @@ class _Parser:
                 where += ".target"
             found = self.target(item, where, tables)
             if found is not None:
-                targets.append(Target(found.provider, found.model_id))
+                targets.append(found)
         return targets
 
     def target(self, value: object, path: str, tables: _Tables) -> Found | None:

@@ -24,7 +24,6 @@ from envoy_data_plane.envoy.extensions.filters.http.composite import v3 as compo
 from envoy_data_plane.envoy.extensions.filters.http.ext_proc import v3 as ext_proc
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation import v3 as header_mutation
 from envoy_data_plane.envoy.extensions.filters.http.upstream_codec import v3 as upstream_codec
-from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.retry.priority.previous_priorities import (
     v3 as previous_priorities,
 )
@@ -38,14 +37,13 @@ from envoy_data_plane.xds.type.matcher import v3 as xds_matcher
 from ..config import Chain, Config, Target
 from ..wire import FALLBACK_METADATA, HOST_TARGET_HEADER, METADATA_NAMESPACE, SERVED_HEADER
 from .clusters import circuit_breakers, provider_cluster
-from .common import header
-from .filters import ATTEMPTS_INTERNAL, STATUS_ON_ERROR, grpc_service
+from .common import header, http_filter
+from .filters import STATUS_ON_ERROR, grpc_service
 from .options import EnvoyOptions
 
 # Envoy's own request header that counts attempts (the virtual host asks for it): the
 # upstream filters read it, and remove it before the request leaves.
 ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
-ATTEMPTS_INTERNAL_HEADER = ATTEMPTS_INTERNAL
 # When a member counts as failing for a while: five 5xx in a row (Envoy's default count; its
 # field name does not survive envoy-data-plane's snake casing), or three gateway failures
 # (502, 503, 504, connect failures), eject it for 30 s, longer each time it is ejected again.
@@ -100,7 +98,7 @@ def _aggregate(
     chain: Chain, members: list[str], options: EnvoyOptions, limit: int
 ) -> cluster.Cluster:
     filters = [
-        _upstream_filter(
+        http_filter(
             "plano.host_target",
             header_mutation.HeaderMutation(
                 mutations=header_mutation.Mutations(
@@ -110,8 +108,8 @@ def _aggregate(
                 )
             ),
         ),
-        _upstream_filter("plano.fallback_attempt", _attempt_processor(chain, options)),
-        _upstream_filter(
+        http_filter("plano.fallback_attempt", _attempt_processor(chain, options)),
+        http_filter(
             "plano.host_target_out",
             header_mutation.HeaderMutation(
                 mutations=header_mutation.Mutations(
@@ -122,7 +120,7 @@ def _aggregate(
                 )
             ),
         ),
-        _upstream_filter("envoy.filters.http.upstream_codec", upstream_codec.UpstreamCodec()),
+        http_filter("envoy.filters.http.upstream_codec", upstream_codec.UpstreamCodec()),
     ]
     protocol = upstream_http.HttpProtocolOptions(
         explicit_http_config=upstream_http.HttpProtocolOptionsExplicitHttpConfig(
@@ -152,10 +150,6 @@ _MEMBER = f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:target)%"
 
 def _set(name: str, value: str) -> mutation_rules.HeaderMutation:
     return mutation_rules.HeaderMutation(append=header(name, value))
-
-
-def _upstream_filter(name: str, config: object) -> hcm.HttpFilter:
-    return hcm.HttpFilter(name=name, typed_config=Any.pack(config))
 
 
 _HEADERS, _BODY = ext_proc.ProcessingModeHeaderSendMode, ext_proc.ProcessingModeBodySendMode

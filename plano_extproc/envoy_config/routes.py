@@ -33,8 +33,8 @@ from ..wire import (
     TRANSLATE_METADATA,
 )
 from .common import header, json_error, json_text, metadata_is, metadata_value
-from .fallback import ATTEMPTS_INTERNAL_HEADER, chain_retry_policy
-from .filters import NO_EXT_PROC, PROVIDER_QUERY, RESPONSE_FILTER, TRANSLATING
+from .fallback import chain_retry_policy
+from .filters import ATTEMPTS_INTERNAL, NO_EXT_PROC, PROVIDER_QUERY, RESPONSE_FILTER, TRANSLATING
 
 
 def _provider_route(
@@ -91,9 +91,9 @@ def _provider_route(
     response_add = []
     response_remove = []
     if chain is not None:
-        response_add.append(header(ATTEMPTS_INTERNAL_HEADER, "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"))
+        response_add.append(header(ATTEMPTS_INTERNAL, "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"))
     elif guarded:
-        response_remove = [SERVED_HEADER, ATTEMPTS_INTERNAL_HEADER]
+        response_remove = [SERVED_HEADER, ATTEMPTS_INTERNAL]
     return route.Route(
         name=f"{api.route_prefix}:{chain.id if chain is not None else p.name}",
         match=route.RouteMatch(

@@ -42,7 +42,7 @@ from ..errors import ErrorReply, invalid_request
 from ..translate import TranslationError, Translator, translator, wants_stream
 from ..upstreams import UPSTREAM_APIS
 from ..wire import CLIENT_AUTH_HEADERS, HOST_TARGET_HEADER, envoy_body_limit
-from .processor import _TOO_DEEP, _immediate, _json, _passthrough, error_response
+from .processor import TOO_DEEP, error_response, immediate, json_bytes, passthrough
 from .response_translation import TranslatedResponse
 
 _Action = pb.HeaderValueOption.HeaderAppendAction
@@ -131,7 +131,7 @@ class FallbackAttempt:
         last = kind == "response_trailers" or (
             kind == "response_body" and request.response_body.end_of_stream
         )
-        return _passthrough(kind), last
+        return passthrough(kind), last
 
     # --- request headers ---------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ class FallbackAttempt:
         try:
             body = parse(raw)
         except NestedTooDeeply:
-            return self._error(_TOO_DEEP)
+            return self._error(TOO_DEEP)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
             return self._error(
                 invalid_request(f"The request body is not valid JSON: {exc}", code="invalid_json")
@@ -279,14 +279,14 @@ class FallbackAttempt:
             )
             try:
                 translated = pair.request(value, target.model_id)
-                new_body = _json(translated)
+                new_body = json_bytes(translated)
             except TranslationError as refused:
-                return _immediate(*pair.refusal(refused))
+                return immediate(*pair.refusal(refused))
             except ValueError:  # a number past a double's range (1e999) has no JSON spelling
                 out_of_range = TranslationError("The request has a number out of range.")
-                return _immediate(*pair.refusal(out_of_range))
+                return immediate(*pair.refusal(out_of_range))
             except RecursionError:  # the translation nests a level or two deeper than the body
-                return self._error(_TOO_DEEP)
+                return self._error(TOO_DEEP)
             self._response = TranslatedResponse(pair, include_usage=include_usage)
             return new_body
         # The same API: the primary's text with only its model changed (body.py).

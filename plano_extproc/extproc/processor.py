@@ -56,7 +56,7 @@ _CLEAR_ROUTE = pb.CommonResponse(
 )
 
 
-def _immediate(status: int, body: bytes) -> pb.ProcessingResponse:
+def immediate(status: int, body: bytes) -> pb.ProcessingResponse:
     # raw_value, not value: Envoy 1.40 applied a `value` string as an empty header value.
     content_type = pb.HeaderValueOption(
         header=pb.HeaderValue(key="content-type", raw_value=b"application/json"),
@@ -74,7 +74,7 @@ def _immediate(status: int, body: bytes) -> pb.ProcessingResponse:
 
 
 def error_response(error: ErrorReply, api: ClientApi = OPENAI_CHAT) -> pb.ProcessingResponse:
-    return _immediate(error.status, api.error_body(error))
+    return immediate(error.status, api.error_body(error))
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class SplicedAnswer:
 
 # A body nested just under what the parser reads, which the translation (a level or two
 # deeper: tools[].function.parameters) or the token estimate cannot write back.
-_TOO_DEEP = ErrorReply(
+TOO_DEEP = ErrorReply(
     400,
     "The request body nests arrays and objects too deeply to be translated.",
     code="invalid_json",
@@ -111,7 +111,7 @@ def _value(request: ChatRequest) -> Any:
     return json.loads(text if isinstance(text, str) else bytes(text or b""))
 
 
-def _json(value: object) -> bytes:
+def json_bytes(value: object) -> bytes:
     """Strict JSON for an upstream: ValueError for a number JSON cannot spell (1e999)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
@@ -159,7 +159,7 @@ class Processor:
         if kind == "request_body":
             return self.on_request_body(request.request_body.body, api)
         # A phase we did not ask for (an Envoy config of the user's own): let it through.
-        return _passthrough(kind)
+        return passthrough(kind)
 
     def on_request_body(self, body: bytes, api: ClientApi = OPENAI_CHAT) -> Answer | Pending:
         if len(body) > self.config.listener.max_body_bytes:
@@ -199,9 +199,9 @@ class Processor:
         if interface not in api.upstream_paths:
             # Only a token count asks this: a provider that cannot count gets an estimate.
             try:
-                counted = _json({"input_tokens": estimate_input_tokens(_value(request))})
+                counted = json_bytes({"input_tokens": estimate_input_tokens(_value(request))})
             except RecursionError:
-                return error_response(_TOO_DEEP, api)
+                return error_response(TOO_DEEP, api)
             return self._decided_reply(decision, 200, counted)
         response = pb.ProcessingResponse()
         response.CopyFrom(self._template(decision))
@@ -233,12 +233,12 @@ class Processor:
             status, reply = pair.refusal(refused)
             return self._decided_reply(decision, status, reply)
         try:
-            response.request_body.response.body_mutation.body = _json(translated)
+            response.request_body.response.body_mutation.body = json_bytes(translated)
         except ValueError:  # a number past a double's range (1e999) has no JSON spelling
             out_of_range = pair.refusal(TranslationError("The request has a number out of range."))
             return self._decided_reply(decision, *out_of_range)
         except RecursionError:  # the translation nests a level or two deeper than the body
-            return error_response(_TOO_DEEP, api)
+            return error_response(TOO_DEEP, api)
         if wants_stream(body):
             # What the response's translator needs of the request (response_translation.py)
             # reaches it as metadata that Envoy forwards with the response.
@@ -251,7 +251,7 @@ class Processor:
         """A reply the server gives itself for a routed request (a token estimate, a request
         the provider's API cannot be asked): with the decision's metadata, so the client
         sees the decision headers as on any routed response."""
-        reply = _immediate(status, body)
+        reply = immediate(status, body)
         reply.dynamic_metadata.CopyFrom(self._template(decision).dynamic_metadata)
         if decision.provider.wildcard:
             _name_the_model(reply.dynamic_metadata, decision)
@@ -364,7 +364,7 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
         shift += 7
 
 
-def _passthrough(kind: str | None) -> pb.ProcessingResponse:
+def passthrough(kind: str | None) -> pb.ProcessingResponse:
     empty = pb.CommonResponse()
     if kind == "request_headers":
         return pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=empty))

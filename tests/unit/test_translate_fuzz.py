@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from plano_extproc._proto import ext_proc_pb2 as pb
-from plano_extproc.extproc.processor import _json as processor_json
+from plano_extproc.extproc.processor import json_bytes as processor_json
 from plano_extproc.extproc.response_translation import TranslatedResponse
 from plano_extproc.translate import (
     AnthropicToOpenAI,
