@@ -57,6 +57,21 @@ def _parser() -> argparse.ArgumentParser:
         default=f"127.0.0.1:{DEFAULT_EXTPROC_PORT}",
         help="HOST:PORT to serve gRPC on (default %(default)s)",
     )
+    serve.add_argument(
+        "--health-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the gRPC health service, and only it, here (e.g. 0.0.0.0:10001 for "
+        "Kubernetes' grpc probe, while --listen stays on 127.0.0.1: ext_proc answers carry "
+        "provider keys)",
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="on SIGTERM: report NOT_SERVING and serve on until Envoy's connections have gone "
+        "or this many seconds passed (default 25), then finish the calls in flight and exit",
+    )
     _engine_option(serve)
     # `up` has printed the config's warnings already.
     serve.add_argument("--quiet-warnings", action="store_true", help=argparse.SUPPRESS)
@@ -160,11 +175,20 @@ def _render(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    from .extproc.server import serve
+    from .extproc.server import DEFAULT_DRAIN_S, serve
     from .router import RouterLoadError
 
+    drain_s = DEFAULT_DRAIN_S if args.drain_seconds is None else args.drain_seconds
     try:
-        asyncio.run(serve(config, args.listen, engine=args.engine))
+        asyncio.run(
+            serve(
+                config,
+                args.listen,
+                engine=args.engine,
+                health_listen=args.health_listen,
+                drain_s=drain_s,
+            )
+        )
     except RouterLoadError as exc:
         print(f"error: cannot load the router: {exc}", file=sys.stderr)
         return 1

@@ -49,6 +49,30 @@ class FinalAnswer(bytes):
     with status OK (for ext_proc: the processor needs no further message on this stream)."""
 
 
+class AnswerThenMore(bytes):
+    """An answer after which the server has more to say unasked (the server-streaming half
+    of a call, such as the health service's Watch): once it is sent, ``follow`` is awaited
+    and its result sent in turn, which may itself be an ``AnswerThenMore`` or end the call
+    (``FinalAnswer``). The call stays open meanwhile, even after the peer half-closed."""
+
+    follow: Awaitable[bytes]
+
+    def __new__(cls, data: bytes, follow: Awaitable[bytes]) -> AnswerThenMore:
+        answer = super().__new__(cls, data)
+        answer.follow = follow
+        return answer
+
+
+class CallError(Exception):
+    """Raised by a handler (or a stream's opener) to end its call with a gRPC status other
+    than OK, e.g. NOT_FOUND for a health check of an unknown service."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one server holds at most, whatever its peers send.
@@ -96,9 +120,13 @@ NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0, 1, 2, 3
 SETTINGS_TIMEOUT, STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM = 4, 5, 6, 7
 COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 9, 11
 # gRPC status codes (grpc/status.h).
+OK = 0
+INVALID_ARGUMENT = 3
+NOT_FOUND = 5
 RESOURCE_EXHAUSTED = 8
 UNIMPLEMENTED = 12
 INTERNAL = 13
+UNAVAILABLE = 14
 
 _FRAME = struct.Struct(">HBBBL")  # length (24 bits, split 16 + 8), type, flags, stream id
 _MESSAGE = struct.Struct(">BL")  # gRPC framing: compressed flag, length
@@ -557,7 +585,8 @@ class _Connection(asyncio.Protocol):
         stream = self._streams[stream_id] = _Stream()
         self._active = True
         path = next((value for name, value in headers if name == b":path"), None)
-        if path != self._server.method:
+        open_stream = self._server.methods.get(path) if path is not None else None
+        if open_stream is None:
             stream.ended = bool(flags & END_STREAM)
             self._refuse(stream_id, UNIMPLEMENTED, "unknown method")
             return
@@ -567,7 +596,11 @@ class _Connection(asyncio.Protocol):
             if name.startswith(_OUR_METADATA)
         }
         try:
-            stream.handle = self._server.open_stream(metadata)
+            stream.handle = open_stream(metadata)
+        except CallError as exc:
+            stream.ended = bool(flags & END_STREAM)
+            self._refuse(stream_id, exc.code, exc.message)
+            return
         except Exception as exc:  # the handler's factory answers its own failures: a bug
             self._server.note(logging.ERROR, "an ext_proc stream could not open: %r", exc)
             stream.ended = bool(flags & END_STREAM)
@@ -672,6 +705,9 @@ class _Connection(asyncio.Protocol):
             stream.queued -= cost
             try:
                 answer = handle(message)
+            except CallError as exc:
+                self._refuse(stream_id, exc.code, exc.message)
+                return
             except Exception as exc:  # the handler answers its own failures: a bug
                 self._server.note(logging.ERROR, "an ext_proc handler raised %r", exc)
                 self._refuse(stream_id, INTERNAL, "internal error")
@@ -696,7 +732,9 @@ class _Connection(asyncio.Protocol):
         self._release(stream, stream.task_cost)
         try:
             exc = task.exception() if not task.cancelled() else asyncio.CancelledError()
-            if exc is not None:  # the handler answers its own failures: a bug
+            if isinstance(exc, CallError):
+                self._refuse(stream_id, exc.code, exc.message)
+            elif exc is not None:  # the handler answers its own failures: a bug
                 self._server.note(logging.ERROR, "an ext_proc answer failed: %r", exc)
                 self._refuse(stream_id, INTERNAL, "internal error")
             else:
@@ -718,7 +756,12 @@ class _Connection(asyncio.Protocol):
         stream.outbox += message
         stream.held += 5 + len(message)
         self._server.buffered += 5 + len(message)
-        if isinstance(message, FinalAnswer):
+        if isinstance(message, AnswerThenMore):
+            # The server's next answer is awaited like a handler's: the call stays open.
+            task = stream.task = asyncio.ensure_future(message.follow)
+            stream.task_cost = 0
+            task.add_done_callback(functools.partial(self._on_answer, stream_id))
+        elif isinstance(message, FinalAnswer):
             # The call is over: what the peer sent beyond is never read.
             stream.closing = True
             if stream.inbox or stream.queue:
@@ -942,14 +985,16 @@ class _Connection(asyncio.Protocol):
 
 
 class H2GrpcServer:
-    """Serves ``method`` (e.g. b"/pkg.Service/Method"): each call's messages go to the
-    handler that ``open_stream`` gives for the call's metadata."""
+    """Serves ``methods``, by path (e.g. b"/pkg.Service/Method"): each call's messages go to
+    the handler that the method's opener gives for the call's metadata."""
 
     def __init__(
-        self, method: bytes, open_stream: OpenStream, max_message: int, limits: Limits | None = None
+        self,
+        methods: Mapping[bytes, OpenStream],
+        max_message: int,
+        limits: Limits | None = None,
     ) -> None:
-        self.method = method
-        self.open_stream = open_stream
+        self.methods = dict(methods)
         self.max_message = max_message
         self.limits = limits or Limits()
         self.max_buffered = max(self.limits.max_buffered, 4 * (max_message + _MESSAGE_COST))

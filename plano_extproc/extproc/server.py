@@ -32,7 +32,8 @@ from ..router.service import RouterService
 from ..translate import APIS, translator
 from ..wire import FALLBACK_METADATA, TRANSLATE_METADATA, envoy_body_limit
 from .fallback import FallbackAttempt
-from .h2grpc import FinalAnswer, H2GrpcServer, Limits
+from .h2grpc import UNAVAILABLE, CallError, FinalAnswer, H2GrpcServer, Limits, OpenStream
+from .health import Health, add_to_grpcio, h2_methods
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
 from .processor import Answer, Processor, error_response, request_body_span
 from .response_translation import TranslatedResponse
@@ -197,14 +198,30 @@ class ExtProcService:
 class Server(Protocol):
     async def start(self) -> int: ...  # the port it listens on
 
+    def serve_ext_proc(self, open_stream: OpenStream) -> None: ...
+
+    def peers(self) -> int | None: ...  # open client connections; None: not known
+
     async def stop(self, grace: float) -> None: ...
 
 
+def _starting(metadata: Mapping[str, str]) -> Handler:
+    # Until the router is loaded an ext_proc call has no one to answer it: UNAVAILABLE is
+    # what a gRPC client (Envoy) reads as "try again", and the health service says so too.
+    raise CallError(UNAVAILABLE, "the server is starting")
+
+
 class _H2Server:
+    """The h2 transport: ext_proc (once ``serve_ext_proc`` is called; UNAVAILABLE until
+    then) and the health service, or the health service alone."""
+
     def __init__(
-        self, service: ExtProcService, listen: str, max_message: int, limits: Limits
+        self, health: Health, listen: str, max_message: int, limits: Limits, ext_proc: bool
     ) -> None:
-        self._server = H2GrpcServer(METHOD.encode(), service.open_stream, max_message, limits)
+        methods = h2_methods(health)
+        if ext_proc:
+            methods[METHOD.encode()] = _starting
+        self._server = H2GrpcServer(methods, max_message, limits)
         self._listen = listen
 
     async def start(self) -> int:
@@ -214,13 +231,19 @@ class _H2Server:
         except OSError as exc:
             raise OSError(f"cannot listen on {self._listen}: {exc.strerror}") from exc
 
+    def serve_ext_proc(self, open_stream: OpenStream) -> None:
+        self._server.methods[METHOD.encode()] = open_stream
+
+    def peers(self) -> int:
+        return len(self._server.connections)
+
     async def stop(self, grace: float) -> None:
         await self._server.stop(grace)
 
 
 class _GrpcioServer:
     def __init__(
-        self, service: ExtProcService, listen: str, max_message: int, limits: Limits
+        self, health: Health, listen: str, max_message: int, limits: Limits, ext_proc: bool
     ) -> None:
         self._server = grpc.aio.server(
             options=[
@@ -244,12 +267,16 @@ class _GrpcioServer:
                 ("grpc.http2.max_ping_strikes", 2),
             ]
         )
+        self._open_stream: OpenStream = _starting
 
         async def process(
             requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
         ) -> AsyncIterator[bytes]:
             metadata = {str(key): str(value) for key, value in context.invocation_metadata() or ()}
-            handle = service.open_stream(metadata)
+            try:
+                handle = self._open_stream(metadata)
+            except CallError as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, exc.message)
             async for request in requests:
                 answer = handle(request)
                 if not isinstance(answer, bytes):
@@ -259,10 +286,12 @@ class _GrpcioServer:
                     # The call is over with status OK, whether or not Envoy half-closed.
                     return
 
-        handler = grpc.method_handlers_generic_handler(
-            SERVICE, {"Process": grpc.stream_stream_rpc_method_handler(process)}
-        )
-        self._server.add_generic_rpc_handlers((handler,))
+        if ext_proc:
+            handler = grpc.method_handlers_generic_handler(
+                SERVICE, {"Process": grpc.stream_stream_rpc_method_handler(process)}
+            )
+            self._server.add_generic_rpc_handlers((handler,))
+        add_to_grpcio(self._server, health)
         self._port = self._server.add_insecure_port(listen)
         if self._port == 0:
             raise OSError(f"cannot listen on {listen}")
@@ -271,8 +300,27 @@ class _GrpcioServer:
         await self._server.start()
         return self._port
 
+    def serve_ext_proc(self, open_stream: OpenStream) -> None:
+        self._open_stream = open_stream
+
+    def peers(self) -> None:
+        return None  # grpc.aio does not say
+
     async def stop(self, grace: float) -> None:
         await self._server.stop(grace)
+
+
+def _transport(
+    engine: Engine,
+    health: Health,
+    listen: str,
+    config: Config,
+    limits: Limits | None = None,
+    ext_proc: bool = True,
+) -> Server:
+    max_message = envoy_body_limit(config.listener.max_body_bytes) + _FRAMING_BYTES
+    kind = _GrpcioServer if engine == "grpcio" else _H2Server
+    return kind(health, listen, max_message, limits or Limits(), ext_proc)
 
 
 def build_server(
@@ -283,45 +331,104 @@ def build_server(
     limits: Limits | None = None,
     reader: BodyReader | None = None,
 ) -> Server:
-    """A server for ``listen`` (host:port, port 0 picks one), not started yet. ``router``
-    reads requests that name no model; without one they go to the default. ``limits``
-    bound what the transport holds (h2grpc.Limits; its defaults when None). ``reader``
-    reads big bodies in helper processes; without one every body is read in place."""
-    service = ExtProcService(Processor(config), router, reader)
-    max_message = envoy_body_limit(config.listener.max_body_bytes) + _FRAMING_BYTES
-    kind = _GrpcioServer if engine == "grpcio" else _H2Server
-    return kind(service, listen, max_message, limits or Limits())
+    """A server for ``listen`` (host:port, port 0 picks one), serving at once, not started
+    yet. ``router`` reads requests that name no model; without one they go to the default.
+    ``limits`` bound what the transport holds (h2grpc.Limits; its defaults when None).
+    ``reader`` reads big bodies in helper processes; without one every body is read in
+    place."""
+    health = Health()
+    server = _transport(engine, health, listen, config, limits)
+    server.serve_ext_proc(ExtProcService(Processor(config), router, reader).open_stream)
+    health.serving()
+    return server
+
+
+# Seconds a stop asked by SIGTERM waits for Envoy to leave before the server goes away.
+DEFAULT_DRAIN_S = 25.0
+# Seconds the calls in flight then have to finish.
+STOP_GRACE_S = 5.0
 
 
 async def serve(
-    config: Config, listen: str, ready: asyncio.Event | None = None, engine: Engine = "h2"
+    config: Config,
+    listen: str,
+    ready: asyncio.Event | None = None,
+    engine: Engine = "h2",
+    health_listen: str | None = None,
+    drain_s: float = DEFAULT_DRAIN_S,
 ) -> None:
-    """Serve until SIGINT/SIGTERM, then finish the streams in flight (up to 5 s)."""
-    router = load_router(config)  # before listening: a model that cannot load stops start-up
-    service = RouterService(router, config.router.timeout_s) if router is not None else None
-    # One helper for big bodies; two where there are cores to spare for them. None when
-    # the body limit leaves no body big enough to need one.
+    """Serve until SIGINT/SIGTERM.
+
+    The port opens at once with the health service NOT_SERVING (ext_proc calls get
+    UNAVAILABLE) while the router loads; SERVING once it has. ``health_listen``: a second
+    address that serves the health service alone (Kubernetes probes the pod's address,
+    where the ext_proc port, whose answers carry provider keys, must not be).
+
+    SIGTERM drains: NOT_SERVING at once, ext_proc still served until every client
+    connection has gone (Envoy has drained and exited) or ``drain_s`` passed; then the
+    calls in flight get ``STOP_GRACE_S`` to finish. SIGINT (Ctrl-C) skips the wait."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    drain = False
+
+    def on_sigterm() -> None:
+        nonlocal drain
+        drain = True
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    health = Health()
+    servers = [_transport(engine, health, listen, config)]
+    if health_listen is not None:
+        servers.append(_transport(engine, health, health_listen, config, ext_proc=False))
+    started: list[Server] = []
+    service: RouterService | None = None
     reader = None
-    if config.listener.max_body_bytes > BIG_BODY_BYTES:
-        workers = max(1, min(2, (os.cpu_count() or 2) - 1))
-        reader = BodyReader(reading_for(config.router), workers)
     try:
-        if reader is not None:
+        for server, address in zip(servers, (listen, health_listen), strict=False):
+            port = await server.start()
+            started.append(server)
+            log.info(
+                "ext_proc server (%s) %s on %s:%d",
+                engine,
+                "listening" if server is servers[0] else "health service",
+                str(address).rsplit(":", 1)[0],
+                port,
+            )
+        # Loaded off the event loop: health checks are answered meanwhile. A model that
+        # cannot load stops the server (RouterLoadError).
+        router = await loop.run_in_executor(None, load_router, config)
+        service = RouterService(router, config.router.timeout_s) if router is not None else None
+        # One helper for big bodies; two where there are cores to spare for them. None when
+        # the body limit leaves no body big enough to need one.
+        if config.listener.max_body_bytes > BIG_BODY_BYTES:
+            workers = max(1, min(2, (os.cpu_count() or 2) - 1))
+            reader = BodyReader(reading_for(config.router), workers)
             reader.start()
-        server = build_server(config, listen, service, engine, reader=reader)
-        port = await server.start()
-        host = listen.rsplit(":", 1)[0]
-        log.info("ext_proc server (%s) listening on %s:%d", engine, host, port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        servers[0].serve_ext_proc(ExtProcService(Processor(config), service, reader).open_stream)
+        if not stop.is_set():
+            health.serving()
+            log.info("ext_proc server serving")
         if ready is not None:
             ready.set()
         await stop.wait()
-        await server.stop(grace=5)
+        health.stop()
+        if drain:
+            await _drain(servers[0], drain_s)
     finally:
+        for server in started:
+            await server.stop(grace=STOP_GRACE_S)
         if reader is not None:
             reader.close()
         if service is not None:
             service.close()
+
+
+async def _drain(server: Server, drain_s: float) -> None:
+    """Serve on until the server's clients have all gone, or ``drain_s`` passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + drain_s
+    log.info("stopping: NOT_SERVING; serving what Envoy still sends for up to %.0f s", drain_s)
+    while loop.time() < deadline and server.peers() != 0:
+        await asyncio.sleep(0.05)

@@ -32,7 +32,7 @@ def echo(m: bytes) -> bytes:
 async def serve_and_check(
     test: Test, handle: Handle = echo, limits: Limits | None = None, max_message: int = 1 << 20
 ) -> None:
-    server = H2GrpcServer(METHOD, lambda _: handle, max_message=max_message, limits=limits)
+    server = H2GrpcServer({METHOD: lambda _: handle}, max_message=max_message, limits=limits)
     port = await server.start("127.0.0.1", 0)
     client = await Client.connect(port, METHOD)
     try:
@@ -480,7 +480,7 @@ def test_a_protocol_violation_is_a_connection_error(case: str) -> None:
 
 def test_the_first_frame_must_be_settings() -> None:
     async def run() -> None:
-        server = H2GrpcServer(METHOD, lambda _: echo, max_message=100)
+        server = H2GrpcServer({METHOD: lambda _: echo}, max_message=100)
         port = await server.start("127.0.0.1", 0)
         client = await Client.connect(port, METHOD, handshake=False)
         client.send(h2grpc.PREFACE, frame(h2grpc.PING, 0, 0, bytes(8)))
@@ -494,7 +494,7 @@ def test_the_first_frame_must_be_settings() -> None:
 
 def test_not_http2_at_all_is_closed() -> None:
     async def run() -> None:
-        server = H2GrpcServer(METHOD, lambda _: echo, max_message=100)
+        server = H2GrpcServer({METHOD: lambda _: echo}, max_message=100)
         port = await server.start("127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -655,7 +655,7 @@ def test_a_ping_flood_that_is_never_read_stops_the_reading() -> None:
     pings = frame(h2grpc.PING, 0, 0, b"flooding") * 1024  # 17 KB of PINGs
 
     async def run() -> None:
-        server = H2GrpcServer(METHOD, lambda _: echo, 100, Limits(write_high_water=16 * 1024))
+        server = H2GrpcServer({METHOD: lambda _: echo}, 100, Limits(write_high_water=16 * 1024))
         port = await server.start("127.0.0.1", 0)
         # Small socket buffers both ways, so that what the server holds shows soon.
         sock = socket.socket()
@@ -746,7 +746,7 @@ def test_past_the_cap_with_every_connection_busy_a_new_one_is_closed_at_once() -
 
 def test_a_silent_connection_is_closed_after_the_handshake_timeout() -> None:
     async def run() -> None:
-        server = H2GrpcServer(METHOD, lambda _: echo, 100, Limits(handshake_timeout=0.2))
+        server = H2GrpcServer({METHOD: lambda _: echo}, 100, Limits(handshake_timeout=0.2))
         port = await server.start("127.0.0.1", 0)
         silent = await Client.connect(port, METHOD, handshake=False)
         preface_only = await Client.connect(port, METHOD, handshake=False)
@@ -836,7 +836,7 @@ def test_stop_lets_the_stream_in_flight_finish() -> None:
         return m
 
     async def run() -> None:
-        server = H2GrpcServer(METHOD, lambda _: waits, max_message=100)
+        server = H2GrpcServer({METHOD: lambda _: waits}, max_message=100)
         port = await server.start("127.0.0.1", 0)
         client = await Client.connect(port, METHOD)
         client.send(client.call(1, b"x"))

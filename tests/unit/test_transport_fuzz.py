@@ -397,7 +397,7 @@ def handle(m: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def watched(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[Watched]:
     loop = asyncio.new_event_loop()
-    server = H2GrpcServer(METHOD, lambda _: handle, FUZZ_MAX_MESSAGE, FUZZ_LIMITS)
+    server = H2GrpcServer({METHOD: lambda _: handle}, FUZZ_MAX_MESSAGE, FUZZ_LIMITS)
     port = loop.run_until_complete(server.start("127.0.0.1", 0))
     w = Watched(server, port, loop, FUZZ_LIMITS)
     original = h2grpc._Connection.data_received
