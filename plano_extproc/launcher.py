@@ -62,11 +62,16 @@ def _wait_until(
     return False
 
 
-def _port_open(host: str, port: int) -> bool:
+def _serving(host: str, port: int) -> bool:
+    """The server's gRPC health service says SERVING: its router is loaded (its port opens
+    before, and answers ext_proc calls with UNAVAILABLE meanwhile)."""
+    import grpc
+
+    from .extproc.health import probe
+
     try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
+        return probe(f"{host}:{port}", timeout=0.5) == "SERVING"
+    except grpc.RpcError:
         return False
 
 
@@ -147,7 +152,7 @@ def run_gateway(
             children.append(_spawn(server))
         servers = list(children)
         for host, port in options.extproc:
-            if not _wait_until(functools.partial(_port_open, host, port), children, 30):
+            if not _wait_until(functools.partial(_serving, host, port), children, 30):
                 print(
                     f"plano-extproc: the ext_proc server did not start on {host}:{port}",
                     file=sys.stderr,
