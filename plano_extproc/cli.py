@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM: report NOT_SERVING and serve on until Envoy's connections have gone "
         "or this many seconds passed (default 25), then finish the calls in flight and exit",
     )
+    serve.add_argument(
+        "--decision-headers",
+        action="store_true",
+        help="also put the decision in request headers, for a mesh ingress's own route table "
+        "(x-plano-provider, x-plano-upstream, the provider's key: README, 'At a mesh ingress')",
+    )
     _engine_option(serve)
     # `up` has printed the config's warnings already.
     serve.add_argument("--quiet-warnings", action="store_true", help=argparse.SUPPRESS)
@@ -187,6 +193,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
                 engine=args.engine,
                 health_listen=args.health_listen,
                 drain_s=drain_s,
+                decision_headers=args.decision_headers,
             )
         )
     except RouterLoadError as exc:

@@ -75,3 +75,24 @@ HOST_TARGET_HEADER = "x-plano-host-target"
 # x-plano-* name, which the downstream rules remove before they set the decision headers.
 SERVED_HEADER = "plano-served-model"
 ATTEMPTS_HEADER = "x-plano-attempts"
+
+
+# At a mesh or gateway ingress (`plano-extproc serve --decision-headers`,
+# extproc/decision_headers.py) the route table is the mesh's own (Gateway API HTTPRoute
+# rules): it can match request headers, but neither dynamic metadata nor a header value taken
+# from it. There the decision's answer also sets request headers, and clears the route cache
+# so that the ingress picks its route again from them:
+# - PROVIDER_HEADER: the provider entry that serves it (openai/gpt-5.2, or openai/* for a
+#   wildcard), as PROVIDER_KEY;
+# - UPSTREAM_HEADER: the provider's endpoint, its host with ":port" when the port is not the
+#   scheme's default (api.openai.com, vllm.internal:8000): what the ingress's rules match,
+#   one rule per endpoint, whose backend is that host;
+# - the provider's credential header (its auth_header: authorization, x-api-key, api-key)
+#   with the gateway's key, the entry's configured `headers`, the new body's content-length,
+#   and Azure OpenAI's deployment :path with its api-version query;
+# and removes CLIENT_ONLY_HEADERS (under passthrough_auth only the cookies and proxy
+# credentials). Its request-headers answer removes every x-plano-* header the client sent and
+# adds what the client's API requires when the client sent none (anthropic-version). The
+# ingress's rules should remove both selectors before the request leaves.
+PROVIDER_HEADER = "x-plano-provider"
+UPSTREAM_HEADER = "x-plano-upstream"

@@ -31,6 +31,7 @@ from ..router.conversation import reading_for
 from ..router.service import RouterService
 from ..translate import APIS, translator
 from ..wire import FALLBACK_METADATA, TRANSLATE_METADATA, envoy_body_limit
+from .decision_headers import DecisionHeadersProcessor, DecisionHeaderStreams
 from .fallback import FallbackAttempt
 from .h2grpc import UNAVAILABLE, CallError, FinalAnswer, H2GrpcServer, Limits, OpenStream
 from .health import Health, add_to_grpcio, h2_methods
@@ -330,17 +331,33 @@ def build_server(
     engine: Engine = "h2",
     limits: Limits | None = None,
     reader: BodyReader | None = None,
+    decision_headers: bool = False,
 ) -> Server:
     """A server for ``listen`` (host:port, port 0 picks one), serving at once, not started
     yet. ``router`` reads requests that name no model; without one they go to the default.
     ``limits`` bound what the transport holds (h2grpc.Limits; its defaults when None).
     ``reader`` reads big bodies in helper processes; without one every body is read in
-    place."""
+    place. ``decision_headers``: the decision as request headers too, for a mesh ingress
+    (decision_headers.py)."""
     health = Health()
     server = _transport(engine, health, listen, config, limits)
-    server.serve_ext_proc(ExtProcService(Processor(config), router, reader).open_stream)
+    server.serve_ext_proc(_open_stream(config, router, reader, decision_headers))
     health.serving()
     return server
+
+
+def _open_stream(
+    config: Config,
+    router: RouterService | None,
+    reader: BodyReader | None,
+    decision_headers: bool,
+) -> Callable[[Mapping[str, str]], Handler]:
+    """What opens each of Envoy's streams: ours, whose metadata says what the stream is for;
+    or, at a mesh ingress, a decision read from the request's headers then its body."""
+    if not decision_headers:
+        return ExtProcService(Processor(config), router, reader).open_stream
+    processor = DecisionHeadersProcessor(config)
+    return DecisionHeaderStreams(ExtProcService(processor, router, reader), processor).open_stream
 
 
 # Seconds a stop asked by SIGTERM waits for Envoy to leave before the server goes away.
@@ -356,6 +373,7 @@ async def serve(
     engine: Engine = "h2",
     health_listen: str | None = None,
     drain_s: float = DEFAULT_DRAIN_S,
+    decision_headers: bool = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM.
 
@@ -406,7 +424,7 @@ async def serve(
             workers = max(1, min(2, (os.cpu_count() or 2) - 1))
             reader = BodyReader(reading_for(config.router), workers)
             reader.start()
-        servers[0].serve_ext_proc(ExtProcService(Processor(config), service, reader).open_stream)
+        servers[0].serve_ext_proc(_open_stream(config, service, reader, decision_headers))
         if not stop.is_set():
             health.serving()
             log.info("ext_proc server serving")
