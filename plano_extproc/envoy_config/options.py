@@ -1,5 +1,5 @@
 """What a rendered bootstrap can be told besides the config: where the ext_proc server and Envoy's
-admin API are, the trust store, the message timeout.
+admin API are, the trust store, the message timeout, the readiness listener.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ class EnvoyOptions:
     admin_port: int | None = None
     message_timeout_s: float = 5.0
     ca_bundle: str = DEFAULT_CA_BUNDLE  # trust store for https providers
+    # A listener on ready_address:ready_port that answers GET /ready from the admin API's
+    # /ready and nothing else (ready.py); None: no such listener.
+    ready_port: int | None = None
+    ready_address: str = "0.0.0.0"
 
 
 DEFAULTS = EnvoyOptions()
