@@ -45,15 +45,23 @@ SETS = (
         ROOT / "bench/router/holdout/config.yaml",
         ROOT / "bench/router/holdout/holdout.jsonl",
     ),
+    (
+        "independent",
+        ROOT / "bench/router/independent/config.yaml",
+        ROOT / "bench/router/independent/independent.jsonl",
+    ),
 )
+# The kinds of conversation, over all sets; a set without a kind shows "-".
 CASES = (
     "single_turn",
+    "paraphrase",
     "multi_turn",
     "topic_shift",
     "follow_up",
     "system_prompt_other_domain",
     "non_english",
     "long_paste",
+    "agent_turn",
     "other",
 )
 
@@ -71,6 +79,7 @@ class Accuracy:
     right: Counter[str]
     latencies_ms: list[float]
     misses: list[str]
+    confusions: Counter[tuple[str, str]]  # (expected, chosen) of every wrong answer
 
     def cell(self, key: str) -> str:
         if not self.total[key]:
@@ -83,18 +92,40 @@ def accuracy(name: str, router: Router, rows: Sequence[dict[str, object]]) -> Ac
     total: Counter[str] = Counter()
     right: Counter[str] = Counter()
     latencies, misses = [], []
+    confusions: Counter[tuple[str, str]] = Counter()
     for row in rows:
         started = time.perf_counter()
         choice = router.choose(row["messages"])  # type: ignore[arg-type]
         latencies.append((time.perf_counter() - started) * 1e3)
         expected = str(row["expected_route"])
         ok = choice.route == expected
-        for key in ("ALL", f"case:{row['case']}", f"route:{expected}"):
+        keys = ["ALL", f"case:{row['case']}", f"route:{expected}"]
+        if "voice" in row:  # the independent set also says who is writing
+            keys.append(f"voice:{row['voice']}")
+        for key in keys:
             total[key] += 1
             right[key] += ok
         if not ok:
             misses.append(f"{row['id']} {row['case']}: expected {expected}, got {choice.route}")
-    return Accuracy(name, total, right, latencies, misses)
+            confusions[(expected, choice.route)] += 1
+    return Accuracy(name, total, right, latencies, misses, confusions)
+
+
+def breakdown(r: Accuracy) -> list[str]:
+    """Per-route (with what was chosen instead) and per-voice tables of one set."""
+    lines = [f"Per route, {r.name}:", "", "| expected route | right | chosen instead |"]
+    lines.append("|---|---|---|")
+    for key in sorted(k for k in r.total if k.startswith("route:")):
+        route = key.removeprefix("route:")
+        wrong = sorted((n, got) for (want, got), n in r.confusions.items() if want == route)
+        wrong.reverse()
+        instead = ", ".join(f"{got} {n}" for n, got in wrong) or "-"
+        lines.append(f"| {route} | {r.cell(key)} | {instead} |")
+    voices = sorted(k for k in r.total if k.startswith("voice:"))
+    if voices:
+        lines += ["", f"Per voice, {r.name}:", "", "| voice | right |", "|---|---|"]
+        lines += [f"| {k.removeprefix('voice:')} | {r.cell(k)} |" for k in voices]
+    return lines
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -233,6 +264,8 @@ def main() -> int:
         "preference-routed request within 1.5x a model-routed one plus the decision time.",
         "`dev` is the set the router was tuned on (bench/router/dev.jsonl); `holdout` was",
         "written separately and only measured. Neither is used to train the adapters.",
+        "`independent` (bench/router/independent/) was written apart from both and from the",
+        "training data, in other voices and with its own routes; never tune on it.",
         "",
     ]
     results = []
@@ -252,6 +285,9 @@ def main() -> int:
         cells = " | ".join(r.cell(key) for r in results)
         lines.append(f"| {key.removeprefix('case:')} | {cells} |")
     for r in results:
+        if r.name == "independent":
+            lines += ["", *breakdown(r)]
+            continue
         routes = sorted(k for k in r.total if k.startswith("route:"))
         lines += ["", f"Per route, {r.name}: " + ", ".join(f"{k[6:]} {r.cell(k)}" for k in routes)]
 
