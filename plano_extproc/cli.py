@@ -1,4 +1,4 @@
-"""The ``plano-extproc`` command: validate, render-envoy, serve, up, route."""
+"""The ``plano-extproc`` command: validate, render-envoy, serve, up, envoy, route."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from .config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
     from .envoy_config import EnvoyOptions
+    from .envoy_runner import DrainPolicy
 
 DEFAULT_EXTPROC_PORT = 10000
 
@@ -29,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(f"  {error}", file=sys.stderr)
         return 2
+    if getattr(args, "keyless", False):
+        # Envoy never holds a provider key (the server hands it one per request): in its own
+        # container the key variables are not set, as they should not be.
+        from .explain import with_stand_in_keys
+
+        config = with_stand_in_keys(config)
     # validate prints them in its summary; `up` has printed them already for `serve`.
     if not getattr(args, "quiet_warnings", False) and args.run is not _validate:
         for warning in config.warnings:
@@ -84,12 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     up = command("up", _up, "run the gateway: the ext_proc server and Envoy, in the foreground")
     _envoy_options(up)
     _engine_option(up)
-    up.add_argument(
-        "--concurrency",
-        type=int,
-        default=None,
-        help="Envoy worker threads (default: Envoy's, one per core)",
+    _envoy_process_options(up)
+    envoy = command(
+        "envoy",
+        _envoy,
+        "run Envoy alone for a config, in the foreground, in front of an ext_proc server "
+        "started elsewhere (plano-extproc serve); a graceful stop on SIGTERM",
     )
+    envoy.set_defaults(keyless=True)
+    _envoy_options(envoy)
+    _envoy_process_options(envoy)
     route = command(
         "route",
         _route,
@@ -119,6 +131,44 @@ def _engine_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _envoy_process_options(parser: argparse.ArgumentParser) -> None:
+    from .envoy_runner import DEFAULT_DRAIN_S
+
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="Envoy worker threads (default: Envoy's, one per core)",
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=_non_negative(float),
+        default=DEFAULT_DRAIN_S,
+        help="on SIGTERM/SIGINT, the longest Envoy's graceful stop may take: it stops accepting "
+        "connections and waits for the requests in flight (long streams too); what is left "
+        "then is cut (default %(default)g)",
+    )
+    parser.add_argument(
+        "--drain-accept-seconds",
+        type=_non_negative(int),
+        default=0,
+        help="keep accepting new connections this long after SIGTERM (each answered with "
+        "connection: close) before the listener closes; for a gateway behind a Service, whose "
+        "endpoints take a moment to drop a stopping pod (default %(default)s: refused at once)",
+    )
+
+
+def _non_negative(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -144,8 +194,8 @@ def _envoy_options(parser: argparse.ArgumentParser) -> None:
     admin.add_argument(
         "--admin-socket",
         default=None,
-        help="Envoy's admin API on this Unix socket, owner-only (default: `up` puts it in its "
-        "private temporary folder; render-envoy names /tmp/plano-envoy-admin.sock)",
+        help="Envoy's admin API on this Unix socket, owner-only (default: `up` and `envoy` put "
+        "it in their private temporary folder; render-envoy names /tmp/plano-envoy-admin.sock)",
     )
     admin.add_argument(
         "--admin-port",
@@ -159,6 +209,19 @@ def _envoy_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         help="seconds Envoy waits for each ext_proc answer (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ready-port",
+        type=int,
+        default=None,
+        help="also listen on --ready-address:PORT for GET /ready (Envoy's admin /ready: 200 "
+        "LIVE, 503 while starting or stopping), the one admin path it serves, for Kubernetes' "
+        "probes (default: no such listener)",
+    )
+    parser.add_argument(
+        "--ready-address",
+        default="0.0.0.0",
+        help="the address of the --ready-port listener (default %(default)s; :: for IPv6)",
     )
 
 
@@ -222,7 +285,30 @@ def _route(config: Config, args: argparse.Namespace) -> int:
 def _up(config: Config, args: argparse.Namespace) -> int:
     from .launcher import run_gateway
 
-    return run_gateway(config, _options(args), concurrency=args.concurrency, engine=args.engine)
+    return run_gateway(
+        config,
+        _options(args),
+        concurrency=args.concurrency,
+        engine=args.engine,
+        drain=_drain(args),
+    )
+
+
+def _envoy(config: Config, args: argparse.Namespace) -> int:
+    from .envoy_runner import run_envoy
+
+    return run_envoy(config, _options(args), concurrency=args.concurrency, drain=_drain(args))
+
+
+def _drain(args: argparse.Namespace) -> DrainPolicy:
+    from .envoy_runner import DrainPolicy
+
+    if args.drain_accept_seconds > args.drain_seconds:
+        raise SystemExit(
+            "plano-extproc: --drain-accept-seconds must not exceed --drain-seconds "
+            f"({args.drain_accept_seconds} > {args.drain_seconds:g})"
+        )
+    return DrainPolicy(seconds=args.drain_seconds, accept_seconds=args.drain_accept_seconds)
 
 
 def _options(args: argparse.Namespace) -> EnvoyOptions:
@@ -234,4 +320,6 @@ def _options(args: argparse.Namespace) -> EnvoyOptions:
         admin_port=args.admin_port,
         message_timeout_s=args.message_timeout,
         ca_bundle=system_ca_bundle(),
+        ready_port=args.ready_port,
+        ready_address=args.ready_address,
     )

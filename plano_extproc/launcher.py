@@ -1,65 +1,43 @@
-"""``plano-extproc up``: the ext_proc server and Envoy as two child processes, run together.
+"""``plano-extproc up``: the ext_proc server(s) and Envoy as child processes, run together.
 
-Both start in the foreground and stop together: on SIGINT/SIGTERM both are stopped and we
-exit 0; if either dies on its own, the other is stopped and we exit 1.
+They start in the foreground and stop together. On SIGTERM/SIGINT Envoy drains first (the
+servers keep serving meanwhile: translated responses and fallback attempts need them), then
+Envoy stops, then the servers (which, Envoy gone, stop at once); we exit 0 if all exited 0.
+A second signal cuts the drain short. If a child dies on its own, Envoy drains (when it is
+the survivor), the others stop and we exit 1.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import dataclasses
 import functools
-import http.client
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Config
-from .envoy_config import DEFAULT_ADMIN_SOCKET, EnvoyOptions, envoy_binary, render_yaml
+from .envoy_config import EnvoyOptions
+from .envoy_runner import (
+    DEFAULT_DRAIN,
+    DrainPolicy,
+    EnvoyProcess,
+    admin_get,
+    admin_location,
+    endpoints,
+    envoy_environment,
+    private_bootstrap,
+    ready_location,
+    say,
+    stop_gracefully,
+)
+from .processes import Child, StopSignals, first_exited, spawn, terminate, wait_until
 
 if TYPE_CHECKING:
     from .extproc.server import Engine
 
-_PR_SET_PDEATHSIG = 1
+__all__ = ["admin_get", "envoy_environment", "run_gateway"]
 
-
-def _die_with_parent() -> None:
-    # Children must not outlive a launcher that was killed outright (SIGKILL, OOM).
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _spawn(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, env=env, preexec_fn=_die_with_parent)
-
-
-def envoy_environment(config: Config, environ: dict[str, str]) -> dict[str, str]:
-    """Envoy's environment: ours without the variables that hold provider keys. Envoy never
-    needs a key (the server hands it one per request); a key in its environment would be one
-    more place to leak from (a crash dump, /proc/PID/environ)."""
-    key_vars = {var for p in config.providers for var in p.access_key_vars}
-    return {name: value for name, value in environ.items() if name not in key_vars}
-
-
-def _wait_until(
-    check: Callable[[], bool], children: list[subprocess.Popen[bytes]], timeout: float
-) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
-            return False
-        if check():
-            return True
-        time.sleep(0.05)
-    return False
+# Envoy gone, a server has no client left to wait for: it finishes its calls and exits.
+_SERVER_STOP_S = 10.0
 
 
 def _serving(host: str, port: int) -> bool:
@@ -75,135 +53,61 @@ def _serving(host: str, port: int) -> bool:
         return False
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket: how the launcher reaches an admin API no one else can."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
-def admin_get(options: EnvoyOptions, path: str, timeout: float = 0.5) -> tuple[int, bytes]:
-    """GET ``path`` from Envoy's admin API (on its Unix socket, or on 127.0.0.1)."""
-    connection: http.client.HTTPConnection
-    if options.admin_port is not None:
-        connection = http.client.HTTPConnection("127.0.0.1", options.admin_port, timeout=timeout)
-    else:
-        connection = _UnixHTTPConnection(options.admin_socket or DEFAULT_ADMIN_SOCKET, timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-def _envoy_ready(options: EnvoyOptions) -> bool:
-    try:
-        return admin_get(options, "/ready")[0] == 200
-    except OSError:
-        return False
-
-
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + 5
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
 def run_gateway(
-    config: Config, options: EnvoyOptions, concurrency: int | None = None, engine: Engine = "h2"
+    config: Config,
+    options: EnvoyOptions,
+    concurrency: int | None = None,
+    engine: Engine = "h2",
+    drain: DrainPolicy = DEFAULT_DRAIN,
 ) -> int:
-    workdir = Path(tempfile.mkdtemp(prefix="plano-extproc-"))  # owner-only (0700)
-    if options.admin_port is None and options.admin_socket is None:
-        # The default socket lives in this run's private folder: several gateways can run
-        # side by side, and no other user can reach it even before Envoy sets its mode.
-        options = dataclasses.replace(options, admin_socket=str(workdir / "envoy-admin.sock"))
-    bootstrap = workdir / "envoy.yaml"
-    bootstrap.write_text(render_yaml(config, options))
-    stop_requested = False
-
-    def request_stop(signum: int, frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    children: list[subprocess.Popen[bytes]] = []
-    try:
-        # One server process per ext_proc endpoint: Envoy spreads streams over them.
-        for host, port in options.extproc:
-            server = [sys.executable, "-m", "plano_extproc", "serve", config.source]
-            server += ["--listen", f"{host}:{port}", "--engine", engine, "--quiet-warnings"]
-            children.append(_spawn(server))
-        servers = list(children)
-        for host, port in options.extproc:
-            if not _wait_until(functools.partial(_serving, host, port), children, 30):
-                print(
-                    f"plano-extproc: the ext_proc server did not start on {host}:{port}",
-                    file=sys.stderr,
-                )
-                return 1
-        envoy = [
-            envoy_binary(),
-            "-c",
-            str(bootstrap),
-            "--log-level",
-            "warn",
-            "--disable-hot-restart",
-        ]
-        if concurrency:
-            envoy += ["--concurrency", str(concurrency)]
-        children.append(_spawn(envoy, envoy_environment(config, dict(os.environ))))
-        if not _wait_until(lambda: _envoy_ready(options), children, 30):
-            print("plano-extproc: Envoy did not become ready", file=sys.stderr)
-            return 1
-        lis = config.listener
-        print(
-            f"plano gateway listening on http://{lis.address}:{lis.port}/v1 "
-            f"(ext_proc {_endpoints(options)}, Envoy admin {_admin(options)}, "
-            f"bootstrap {bootstrap}); Ctrl-C stops it",
-            flush=True,
-        )
-        while not stop_requested:
-            for child in children:
-                if child.poll() is not None:
-                    name = "ext_proc server" if child in servers else "Envoy"
-                    print(
-                        f"plano-extproc: {name} exited with {child.returncode}; stopping",
-                        file=sys.stderr,
-                    )
+    signals = StopSignals().install()
+    with private_bootstrap(config, options) as (options, bootstrap):
+        servers: list[Child] = []
+        envoy: EnvoyProcess | None = None
+        try:
+            # One server process per ext_proc endpoint: Envoy spreads streams over them.
+            for host, port in options.extproc:
+                server = [sys.executable, "-m", "plano_extproc", "serve", config.source]
+                server += ["--listen", f"{host}:{port}", "--engine", engine, "--quiet-warnings"]
+                servers.append(spawn(server))
+            for host, port in options.extproc:
+                if not wait_until(functools.partial(_serving, host, port), servers, 30, signals):
+                    if signals.requested:
+                        return _stop_servers(servers)
+                    say(f"the ext_proc server did not start on {host}:{port}")
                     return 1
-            time.sleep(0.1)
-        return 0
-    finally:
-        _stop(children)
-        bootstrap.unlink(missing_ok=True)
-        if options.admin_port is None:
-            Path(options.admin_socket or DEFAULT_ADMIN_SOCKET).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            os.rmdir(workdir)
+            envoy = EnvoyProcess.start(config, options, bootstrap, concurrency, drain)
+            if not wait_until(envoy.ready, [*servers, envoy.process], 30, signals):
+                if signals.requested:
+                    return max(stop_gracefully(envoy, drain, signals), _stop_servers(servers))
+                say("Envoy did not become ready")
+                return 1
+            lis = config.listener
+            print(
+                f"plano gateway listening on http://{lis.address}:{lis.port}/v1 "
+                f"(ext_proc {endpoints(options)}, Envoy admin {admin_location(options)}"
+                f"{ready_location(options)}, bootstrap {bootstrap}); Ctrl-C stops it",
+                flush=True,
+            )
+            while not signals.requested:
+                died = first_exited([*servers, envoy.process])
+                if died is not None:
+                    name = "Envoy" if died is envoy.process else "ext_proc server"
+                    say(f"{name} exited with {died.returncode}; stopping")
+                    stop_gracefully(envoy, drain, signals)
+                    _stop_servers(servers)
+                    return 1
+                time.sleep(0.1)
+            return max(stop_gracefully(envoy, drain, signals), _stop_servers(servers))
+        finally:
+            # Whatever went wrong above, nothing we started outlives us.
+            if envoy is not None:
+                envoy.stop()
+            terminate(servers)
 
 
-def _admin(options: EnvoyOptions) -> str:
-    if options.admin_port is not None:
-        return f"127.0.0.1:{options.admin_port}"
-    return f"unix:{options.admin_socket or DEFAULT_ADMIN_SOCKET}"
-
-
-def _endpoints(options: EnvoyOptions) -> str:
-    return ", ".join(f"{host}:{port}" for host, port in options.extproc)
+def _stop_servers(servers: list[Child]) -> int:
+    """SIGTERM: the servers go NOT_SERVING and stop once no client is left; 0 if all exited
+    0."""
+    codes = terminate(servers, _SERVER_STOP_S)
+    return 0 if all(code == 0 for code in codes) else 1

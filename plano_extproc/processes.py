@@ -1,0 +1,112 @@
+"""Child processes for ``up`` and ``envoy``: started so that only we signal them, stopped by
+PID, and the stop signals we take (a container's main process is PID 1, which the kernel gives
+no default action for SIGTERM: without a handler it would be ignored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from types import FrameType
+
+Child = subprocess.Popen[bytes]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Children must not outlive a parent that was killed outright (SIGKILL, OOM).
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
+    """A child in its own process group: a terminal's Ctrl-C (sent to the whole foreground
+    group) reaches us alone, so we decide how each child stops (Envoy drains first; a SIGINT
+    of its own would stop it at once)."""
+    return subprocess.Popen(list(argv), env=env, preexec_fn=_die_with_parent, process_group=0)
+
+
+class StopSignals:
+    """SIGTERM and SIGINT, counted: the first asks for a graceful stop, a second (an impatient
+    Ctrl-C) for a quick one."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def install(self) -> StopSignals:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+
+    @property
+    def requested(self) -> bool:
+        return self.count >= 1
+
+    @property
+    def hurry(self) -> bool:
+        return self.count >= 2
+
+
+def wait_until(
+    check: Callable[[], bool],
+    children: Iterable[Child],
+    timeout: float,
+    stop: StopSignals | None = None,
+) -> bool:
+    """Poll ``check`` until it holds (True), or a child exits, a stop is asked or ``timeout``
+    passes (False)."""
+    deadline = time.monotonic() + timeout
+    children = list(children)
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children) or (stop is not None and stop.requested):
+            return False
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def first_exited(children: Iterable[Child]) -> Child | None:
+    return next((c for c in children if c.poll() is not None), None)
+
+
+def terminate(children: Sequence[Child], timeout: float = 5.0) -> list[int]:
+    """SIGTERM each child still running, wait for all (SIGKILL past ``timeout``); their exit
+    codes (negative: the signal that ended it)."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return [child.returncode for child in children]
+
+
+def reap_orphans(ours: Iterable[Child]) -> None:
+    """As PID 1 of a container, orphans (a `kubectl exec`'s leftovers) are ours to reap.
+    Looked at without reaping first (WNOWAIT): our own children's exit codes are theirs."""
+    if os.getpid() != 1:
+        return
+    pids = {c.pid for c in ours}
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in pids:
+            return  # nothing exited, or one of ours did: its Popen reaps it
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
