@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -540,3 +541,43 @@ def test_dockerignore_lets_in_what_the_build_copies() -> None:
         if line.startswith("COPY ") and "--from=" not in line:
             copied |= set(line.split()[1:-1])
     assert copied and copied <= allowed, f"copied but ignored: {copied - allowed}"
+
+
+def test_the_models_the_image_keeps_are_enough_for_the_router(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dockerfile deletes what only building needs after the model build: applied to a
+    tree of links to the models `make models` built, the router still loads and decides."""
+    from dockerfile_parse import DockerfileParser
+
+    from plano_extproc.router import default_models_dir, load_router
+
+    models = kube.image().env["PLANO_MODELS_DIR"]
+    built = default_models_dir()
+    image_models = tmp_path / "models"
+    for path in built.rglob("*"):
+        if path.is_file():
+            link = image_models / path.relative_to(built)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
+    runs = [i["value"] for i in DockerfileParser(str(kube.DOCKERFILE)).structure
+            if i["instruction"] == "RUN" and "rm -rf" in i["value"]]  # fmt: skip
+    removed = [w for run in runs for w in run.split("rm -rf", 1)[1].split() if w.startswith(models)]
+    assert removed, "the build removes nothing: the image would carry the downloads"
+    for pattern in removed:
+        for match in image_models.glob(pattern.removeprefix(models + "/")):
+            if match.is_dir() and not match.is_symlink():
+                shutil.rmtree(match)
+            else:
+                match.unlink()
+    assert not (image_models / "_download").exists()
+    monkeypatch.setenv("PLANO_MODELS_DIR", str(image_models))
+    config_file = tmp_path / "plano.yaml"
+    configmap = kube.find([m for m in ALL if m.path.parent == kube.SIDECAR], "ConfigMap",
+                          "plano-config")  # fmt: skip
+    assert configmap is not None
+    config_file.write_text(configmap.doc["data"]["plano.yaml"])
+    router = load_router(load_config(config_file, {}))
+    assert router is not None
+    choice = router.choose([{"role": "user", "content": "Write a poem about the sea at night"}])
+    assert choice.route == "creative_tasks"
