@@ -69,6 +69,10 @@ _PCHAR = "-._~!$&'()*+,;=:@"
 
 Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
 
+# The headers answer that changes nothing (most requests'), serialized once.
+CONTINUE = pb.ProcessingResponse(request_headers=pb.HeadersResponse(response=pb.CommonResponse()))
+_CONTINUE_BYTES = CONTINUE.SerializeToString()
+
 
 class DecisionHeadersProcessor(Processor):
     """A ``Processor`` whose answers also carry the decision as request headers. The mode is
@@ -80,6 +84,7 @@ class DecisionHeadersProcessor(Processor):
         # Per client path: its API. A trailing slash is the same path, as on our routes.
         self._apis = {p: api for api in CLIENT_APIS for p in (api.path, api.path + "/")}
         self._served = ", ".join(f"POST {api.path}" for api in CLIENT_APIS)
+        self._required_names = {n for api in UPSTREAM_APIS.values() for n in api.required_headers}
 
     # --- the request headers phase -----------------------------------------------------------
 
@@ -87,32 +92,38 @@ class DecisionHeadersProcessor(Processor):
         self, message: pb.HttpHeaders
     ) -> tuple[ClientApi | None, pb.ProcessingResponse]:
         """The client's API (None: the request is answered here, and the answer ends it)
-        and the answer to the headers."""
+        and the answer to the headers (``CONTINUE`` when it changes nothing)."""
         path = method = ""
         present: set[str] = set()
         ours: list[str] = []
+        # Envoy's header names are lower-case already (its header map's keys are).
         for header in message.headers.headers:
-            key = header.key.lower()
+            key = header.key
             if key == ":path":
                 path = _text(header)
             elif key == ":method":
                 method = _text(header)
             elif key.startswith(OUR_HEADER_PREFIX):
                 ours.append(key)
-            present.add(key)
+            elif key in self._required_names:
+                present.add(key)
         api = self._apis.get(path.partition("?")[0])
         error = self._refusal(api, path, method, message.end_of_stream)
         if error is not None:
             shape = api or (ANTHROPIC_MESSAGES if path.startswith("/v1/messages") else OPENAI_CHAT)
             return None, error_response(error, shape)
         assert api is not None
-        # A client's x-plano-* header could pose as the decision to the ingress's rules.
-        mutation = pb.HeaderMutation(remove_headers=sorted(set(ours)))
         # Only a provider of the client's own API is reached here (no translation): what that
         # API requires, the client's own value standing.
-        for name, value in UPSTREAM_APIS[api.name].required_headers.items():
-            if name not in present:
-                mutation.set_headers.append(_header(name, value))
+        missing = [
+            _header(name, value)
+            for name, value in UPSTREAM_APIS[api.name].required_headers.items()
+            if name not in present
+        ]
+        if not ours and not missing:
+            return api, CONTINUE
+        # A client's x-plano-* header could pose as the decision to the ingress's rules.
+        mutation = pb.HeaderMutation(remove_headers=sorted(set(ours)), set_headers=missing)
         return api, pb.ProcessingResponse(
             request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation))
         )
@@ -274,7 +285,7 @@ class _Stream:
         if api is None:
             return FinalAnswer(answer.SerializeToString())
         self._api = api
-        return answer.SerializeToString()
+        return _CONTINUE_BYTES if answer is CONTINUE else answer.SerializeToString()
 
 
 def _text(header: pb.HeaderValue) -> str:
