@@ -56,6 +56,7 @@ def start_gateway(
     tmp_path: Path,
     env: dict[str, str] | None = None,
     workers: int = 1,
+    extra_args: tuple[str, ...] = (),
 ) -> Gateway:
     port, extproc_port = free_port(), free_ports(workers)
     config = tmp_path / "plano.yaml"
@@ -74,6 +75,7 @@ def start_gateway(
             str(extproc_port),
             "--workers",
             str(workers),
+            *extra_args,
         ],
         env={**os.environ, **(KEYS if env is None else env)},
         stdout=log.open("wb"),
