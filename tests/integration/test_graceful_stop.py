@@ -538,3 +538,49 @@ def test_envoy_command_exits_1_when_envoy_dies(extproc: Extproc, tmp_path: Path)
         assert "Envoy exited with -9" in envoy.log.read_text()
     finally:
         envoy.stop()
+
+
+def _can_unshare_pids() -> bool:
+    try:
+        return subprocess.run(["unshare", "--pid", "--fork", "true"], timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def zombies_of(pid: int) -> list[int]:
+    return [c for c in children_of(pid) if not alive(c)]
+
+
+@pytest.mark.skipif(not _can_unshare_pids(), reason="needs unshare --pid (CAP_SYS_ADMIN)")
+def test_envoy_command_as_a_containers_pid_1(extproc: Extproc, tmp_path: Path) -> None:
+    """In its own PID namespace, as a container's main process is: SIGTERM (which PID 1
+    ignores without a handler) stops it gracefully, and an orphan it inherits is reaped."""
+    port = free_port()
+    config = tmp_path / "plano.yaml"
+    config.write_text(extproc.template.replace("{port}", str(port)))
+    log = tmp_path / "envoy.log"
+    # sh leaves a child behind and becomes the command: PID 1 inherits an orphan.
+    argv = ["unshare", "--pid", "--fork", "--kill-child", "sh", "-c", 'sleep 0.3 & exec "$@"']
+    argv += ["sh", sys.executable, "-m", "plano_extproc", "envoy", str(config)]
+    argv += ["--extproc-port", str(extproc.port), "--concurrency", "1"]
+    env = {k: v for k, v in os.environ.items() if k not in KEYS}
+    unshare = subprocess.Popen(
+        argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while b"plano Envoy listening" not in log.read_bytes():
+            assert unshare.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        (pid_1,) = children_of(unshare.pid)
+        time.sleep(0.5)  # the orphan has exited by now
+        assert len(children_of(pid_1)) == 1  # Envoy; the orphan was reaped
+        assert not zombies_of(pid_1)
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
+        os.kill(pid_1, signal.SIGTERM)
+        assert unshare.wait(timeout=15) == 0, log.read_text()
+        assert "Envoy drained in" in log.read_text()
+    finally:
+        if unshare.poll() is None:
+            os.killpg(unshare.pid, signal.SIGKILL)
+            unshare.wait()
