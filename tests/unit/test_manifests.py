@@ -475,6 +475,22 @@ def test_the_grace_period_covers_the_drain() -> None:
             assert grace > max(drains), f"{m.where}: grace {grace}s, drains {drains}"
 
 
+def test_liveness_outlasts_a_drain() -> None:
+    """Readiness fails on purpose while a gateway container drains (NOT_SERVING, /ready 503):
+    its liveness probe must not restart it meanwhile."""
+    for m in WORKLOADS:
+        pod = kube.pod_spec(m.doc)
+        assert pod is not None
+        for c in kube.containers(pod):
+            if (m, pod, c) not in GATEWAY:
+                continue
+            drain = getattr(_parsed(c), "drain_seconds", None) or 25
+            probe = c.spec.get("livenessProbe")
+            assert probe is not None, f"{m.where} {c.name}: no liveness probe"
+            window = probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+            assert window > drain + 5, f"{m.where} {c.name}: liveness fails in {window}s"
+
+
 # --- the image --------------------------------------------------------------------------------
 
 
