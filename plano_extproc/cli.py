@@ -86,11 +86,32 @@ def _parser() -> argparse.ArgumentParser:
         help="also put the decision in request headers, for a mesh ingress's own route table "
         "(x-plano-provider, x-plano-upstream, the provider's key: README, 'At a mesh ingress')",
     )
+    serve.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics: the server's own, then "
+        "Envoy's stats when --envoy-admin names its admin API (README, 'Metrics')",
+    )
+    serve.add_argument(
+        "--envoy-admin",
+        default=None,
+        metavar="SOCKET|127.0.0.1:PORT",
+        help="where Envoy's admin API is, to add its /stats/prometheus to the metrics (that "
+        "one GET is all the endpoint forwards)",
+    )
     _engine_option(serve)
     # `up` has printed the config's warnings already.
     serve.add_argument("--quiet-warnings", action="store_true", help=argparse.SUPPRESS)
     up = command("up", _up, "run the gateway: the ext_proc server and Envoy, in the foreground")
     _envoy_options(up)
+    up.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="the gateway's Prometheus metrics at http://HOST:PORT/metrics: the servers' and "
+        "Envoy's, one endpoint whatever --workers is (README, 'Metrics'; default: none)",
+    )
     _engine_option(up)
     _envoy_process_options(up)
     envoy = command(
@@ -223,6 +244,12 @@ def _envoy_options(parser: argparse.ArgumentParser) -> None:
         default="0.0.0.0",
         help="the address of the --ready-port listener (default %(default)s; :: for IPv6)",
     )
+    parser.add_argument(
+        "--request-stats",
+        action="store_true",
+        help="keep Envoy's per-request stats by decision (envoy_plano_requests...) for the "
+        "metrics endpoint; up --metrics-listen turns them on (README, 'Metrics')",
+    )
 
 
 def _validate(config: Config, args: argparse.Namespace) -> int:
@@ -257,6 +284,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
                 health_listen=args.health_listen,
                 drain_s=drain_s,
                 decision_headers=args.decision_headers,
+                metrics_listen=args.metrics_listen,
+                envoy_admin=args.envoy_admin,
             )
         )
     except RouterLoadError as exc:
@@ -291,6 +320,7 @@ def _up(config: Config, args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         engine=args.engine,
         drain=_drain(args),
+        metrics_listen=args.metrics_listen,
     )
 
 
@@ -322,4 +352,5 @@ def _options(args: argparse.Namespace) -> EnvoyOptions:
         ca_bundle=system_ca_bundle(),
         ready_port=args.ready_port,
         ready_address=args.ready_address,
+        decision_stats=args.request_stats or getattr(args, "metrics_listen", None) is not None,
     )

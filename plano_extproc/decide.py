@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .apis import ClientApi
 from .config import Config
 from .errors import ErrorReply
+from .ops import metrics
 from .resolve import (
     AskRouter,
     ChatRequest,
@@ -58,6 +59,7 @@ def begin(
 def conclude(pending: Pending, choice: RouteChoice | None, config: Config) -> Decision | ErrorReply:
     """The decision for a ``Pending`` request, from the router's choice (None: it failed or
     took too long): the chosen route, or the model the client named, or the default."""
+    metrics.count_router_answer(choice, config)
     return resolve_preference(choice, config, pending.ask.fallback)
 
 

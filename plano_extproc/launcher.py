@@ -9,13 +9,17 @@ the survivor), the others stop and we exit 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .config import Config
-from .envoy_config import EnvoyOptions
+from .envoy_config import DEFAULT_ADMIN_SOCKET, EnvoyOptions
 from .envoy_runner import (
     DEFAULT_DRAIN,
     DrainPolicy,
@@ -59,9 +63,10 @@ def run_gateway(
     concurrency: int | None = None,
     engine: Engine = "h2",
     drain: DrainPolicy = DEFAULT_DRAIN,
+    metrics_listen: str | None = None,
 ) -> int:
     signals = StopSignals().install()
-    with private_bootstrap(config, options) as (options, bootstrap):
+    with private_bootstrap(config, options) as (options, bootstrap), _metrics_dir() as shared:
         servers: list[Child] = []
         envoy: EnvoyProcess | None = None
         try:
@@ -69,7 +74,11 @@ def run_gateway(
             for host, port in options.extproc:
                 server = [sys.executable, "-m", "plano_extproc", "serve", config.source]
                 server += ["--listen", f"{host}:{port}", "--engine", engine, "--quiet-warnings"]
-                servers.append(spawn(server))
+                if metrics_listen is not None and not servers:
+                    # The first serves the one endpoint: every server's values and Envoy's.
+                    server += ["--metrics-listen", metrics_listen]
+                    server += ["--envoy-admin", _admin(options)]
+                servers.append(spawn(server, _metrics_env(shared, len(options.extproc))))
             for host, port in options.extproc:
                 if not wait_until(functools.partial(_serving, host, port), servers, 30, signals):
                     if signals.requested:
@@ -104,6 +113,28 @@ def run_gateway(
             if envoy is not None:
                 envoy.stop()
             terminate(servers)
+
+
+def _admin(options: EnvoyOptions) -> str:
+    if options.admin_port is not None:
+        return f"127.0.0.1:{options.admin_port}"
+    return options.admin_socket or DEFAULT_ADMIN_SOCKET
+
+
+@contextlib.contextmanager
+def _metrics_dir() -> Iterator[str]:
+    """An empty folder for the servers' metric files (prometheus-client's multi-process
+    mode), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="plano-metrics-") as folder:
+        yield folder
+
+
+def _metrics_env(folder: str, servers: int) -> dict[str, str] | None:
+    """One server keeps its metrics in memory; several write them to ``folder``, where the
+    one serving the endpoint sums them."""
+    if servers == 1:
+        return None
+    return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
 
 
 def _stop_servers(servers: list[Child]) -> int:

@@ -44,6 +44,7 @@ from .filters import (
     our_headers,
     response_filter,
 )
+from .metrics import decision_stats
 from .options import (
     ADMIN_SOCKET_MODE,
     DEFAULT_ADMIN_SOCKET,
@@ -153,6 +154,7 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
             http_filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
         ],
         local_reply_config=local_replies(config.listener),
+        access_log=[decision_stats()] if options.decision_stats else [],
     )
     return listener.Listener(
         name=LISTENER_STAT_PREFIX,

@@ -35,6 +35,8 @@ class EnvoyOptions:
     # /ready and nothing else (ready.py); None: no such listener.
     ready_port: int | None = None
     ready_address: str = "0.0.0.0"
+    # Envoy's per-request stats for the metrics endpoint (metrics.py); off: none are kept.
+    decision_stats: bool = False
 
 
 DEFAULTS = EnvoyOptions()

@@ -26,6 +26,7 @@ from ..apis import API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi, client_api
 from ..config import Config
 from ..decide import Pending
 from ..errors import ErrorReply
+from ..ops import endpoint, metrics
 from ..router import load_router
 from ..router.conversation import reading_for
 from ..router.service import RouterService
@@ -116,6 +117,7 @@ class ExtProcService:
             answer, last = step(pb.ProcessingRequest.FromString(payload))
         except DecodeError as exc:
             log.warning("an ext_proc message that is not a ProcessingRequest: %s", exc)
+            metrics.extproc_error(metrics.MALFORMED)
             return FinalAnswer(error_response(INTERNAL_ERROR, api).SerializeToString())
         except Exception:
             return FinalAnswer(self._failed(api).SerializeToString())
@@ -138,6 +140,7 @@ class ExtProcService:
         except DecodeError as exc:
             # Not from Envoy (the port is open to local processes): one line, no traceback.
             log.warning("an ext_proc message that is not a ProcessingRequest: %s", exc)
+            metrics.extproc_error(metrics.MALFORMED)
             return FinalAnswer(error_response(INTERNAL_ERROR, api).SerializeToString())
         except Exception:
             return FinalAnswer(self._failed(api).SerializeToString())
@@ -162,6 +165,7 @@ class ExtProcService:
                 response = answer
         except ReaderFailed as exc:
             log.error("%s: answering 500", exc)
+            metrics.extproc_error(metrics.READER)
             response = error_response(INTERNAL_ERROR, api)
         except Exception:
             response = self._failed(api)
@@ -193,6 +197,7 @@ class ExtProcService:
     def _failed(api: ClientApi = OPENAI_CHAT) -> pb.ProcessingResponse:
         # A bug of ours must cost one request a clear 500, never the stream or server.
         log.exception("failed to process an ext_proc message")
+        metrics.extproc_error(metrics.INTERNAL)
         return error_response(INTERNAL_ERROR, api)
 
 
@@ -374,6 +379,8 @@ async def serve(
     health_listen: str | None = None,
     drain_s: float = DEFAULT_DRAIN_S,
     decision_headers: bool = False,
+    metrics_listen: str | None = None,
+    envoy_admin: str | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM.
 
@@ -384,7 +391,10 @@ async def serve(
 
     SIGTERM drains: NOT_SERVING at once, ext_proc still served until every client
     connection has gone (Envoy has drained and exited) or ``drain_s`` passed; then the
-    calls in flight get ``STOP_GRACE_S`` to finish. SIGINT (Ctrl-C) skips the wait."""
+    calls in flight get ``STOP_GRACE_S`` to finish. SIGINT (Ctrl-C) skips the wait.
+
+    ``metrics_listen``: the gateway's scrape endpoint (ops/endpoint.py), with Envoy's stats
+    read from its admin API at ``envoy_admin`` (a socket's path or 127.0.0.1:PORT)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     drain = False
@@ -401,6 +411,7 @@ async def serve(
     if health_listen is not None:
         servers.append(_transport(engine, health, health_listen, config, ext_proc=False))
     started: list[Server] = []
+    scrape: asyncio.Server | None = None
     service: RouterService | None = None
     reader = None
     try:
@@ -414,6 +425,9 @@ async def serve(
                 str(address).rsplit(":", 1)[0],
                 port,
             )
+        if metrics_listen is not None:
+            scrape = await endpoint.start(metrics_listen, envoy_admin)
+            log.info("metrics on http://%s/metrics", metrics_listen)
         # Loaded off the event loop: health checks are answered meanwhile. A model that
         # cannot load stops the server (RouterLoadError).
         router = await loop.run_in_executor(None, load_router, config)
@@ -435,6 +449,8 @@ async def serve(
         if drain:
             await _drain(servers[0], drain_s)
     finally:
+        if scrape is not None:
+            scrape.close()
         for server in started:
             await server.stop(grace=STOP_GRACE_S)
         if reader is not None:

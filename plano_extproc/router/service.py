@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from ..ops import metrics
 from .base import RouteChoice, Router
 from .conversation import Reading, conversation
 
@@ -69,6 +70,7 @@ class RouterService:
     async def choose(self, messages: Sequence[object]) -> RouteChoice | None:
         """The router's choice, or None on a timeout or a router failure (both logged).
         A decision made before for the same reading is answered from the cache."""
+        started = time.perf_counter()
         key = self.cache_key(messages)
         if key is not None:
             with self._lock:
@@ -76,6 +78,7 @@ class RouterService:
                 if cached is not None:
                     self._cache.move_to_end(key)
                     self.cache_hits += 1
+                    metrics.router_time(time.perf_counter() - started, cached=True)
                     return cached
                 self.cache_misses += 1
         deadline = time.monotonic() + self.timeout_s
@@ -87,8 +90,12 @@ class RouterService:
             choice = None
         except Exception:
             log.exception("the router failed: using the default")
+            metrics.router_fallback(metrics.FAILURE)
             return None
+        finally:
+            metrics.router_time(time.perf_counter() - started, cached=False)
         if choice is None:  # timed out, or skipped because it waited past its deadline
+            metrics.router_fallback(metrics.TIMEOUT)
             log.warning("route decision exceeded %.0f ms: using the default", self.timeout_s * 1e3)
             return None  # never cached: the next request tries the router again
         if key is not None:
