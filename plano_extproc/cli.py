@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         help="where Envoy's admin API is, to add its /stats/prometheus to the metrics (that "
         "one GET is all the endpoint forwards)",
     )
+    serve.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="reload the config on SIGHUP only, not when its file or a key file changes "
+        "(up tells its servers when, once Envoy has the change)",
+    )
     _engine_option(serve)
     # `up` has printed the config's warnings already.
     serve.add_argument("--quiet-warnings", action="store_true", help=argparse.SUPPRESS)
@@ -284,6 +290,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
                 health_listen=args.health_listen,
                 drain_s=drain_s,
                 decision_headers=args.decision_headers,
+                watch=not args.no_watch,
                 metrics_listen=args.metrics_listen,
                 envoy_admin=args.envoy_admin,
             )

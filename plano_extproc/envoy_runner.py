@@ -25,6 +25,7 @@ import dataclasses
 import http.client
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -39,8 +40,8 @@ from .envoy_config import (
     LISTENER_STAT_PREFIX,
     EnvoyOptions,
     envoy_binary,
-    render_yaml,
 )
+from .envoy_config.dynamic import XDS_DIR, render_dynamic, write_xds
 from .processes import Child, StopSignals, reap_orphans, spawn, terminate
 
 # Long enough for a long streamed answer to finish, short enough to fit Kubernetes' default
@@ -87,17 +88,23 @@ def envoy_command(
 def private_bootstrap(config: Config, options: EnvoyOptions) -> Iterator[tuple[EnvoyOptions, Path]]:
     """The bootstrap, written into a folder only we may open (under $TMPDIR: in a container
     whose root filesystem is read-only, a writable emptyDir); removed afterwards. The admin
-    socket lives there too unless one is named."""
+    socket lives there too unless one is named. The gateway's listener, routes and clusters
+    are in xDS files in its XDS_DIR, which a reload rewrites (ops/envoy_reload.py)."""
     workdir = Path(tempfile.mkdtemp(prefix="plano-extproc-"))  # owner-only (0700)
     if options.admin_port is None and options.admin_socket is None:
         # Several gateways can run side by side, and no other user can reach the socket even
         # before Envoy sets its mode.
         options = dataclasses.replace(options, admin_socket=str(workdir / "envoy-admin.sock"))
     bootstrap = workdir / "envoy.yaml"
+    xds_dir = workdir / XDS_DIR
     try:
-        bootstrap.write_text(render_yaml(config, options))
+        dynamic = render_dynamic(config, xds_dir, options)
+        xds_dir.mkdir()
+        write_xds(xds_dir, dynamic.xds)
+        bootstrap.write_text(dynamic.bootstrap)
         yield options, bootstrap
     finally:
+        shutil.rmtree(xds_dir, ignore_errors=True)
         bootstrap.unlink(missing_ok=True)
         if options.admin_port is None:
             Path(options.admin_socket or DEFAULT_ADMIN_SOCKET).unlink(missing_ok=True)
@@ -251,13 +258,18 @@ def run_envoy(
 ) -> int:
     """``plano-extproc envoy``: Envoy in the foreground until SIGTERM/SIGINT, then a graceful
     stop and exit 0; 1 if Envoy exits on its own."""
+    from .ops.envoy_reload import envoy_reloader
+
     signals = StopSignals().install()
     with private_bootstrap(config, options) as (options, bootstrap):
         envoy = EnvoyProcess.start(config, options, bootstrap, concurrency, drain)
+        reloader = envoy_reloader(config, envoy, bootstrap, keyless=True)
         try:
             announced = False
             while not signals.requested:
                 reap_orphans([envoy.process])
+                if announced:
+                    reloader.tick()
                 if envoy.process.poll() is not None:
                     say(f"Envoy exited with {envoy.process.returncode}")
                     return 1

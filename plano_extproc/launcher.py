@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Config
@@ -37,6 +39,7 @@ from .processes import Child, StopSignals, first_exited, spawn, terminate, wait_
 
 if TYPE_CHECKING:
     from .extproc.server import Engine
+    from .ops.reload import EnvoyReloader
 
 __all__ = ["admin_get", "envoy_environment", "run_gateway"]
 
@@ -74,6 +77,8 @@ def run_gateway(
             for host, port in options.extproc:
                 server = [sys.executable, "-m", "plano_extproc", "serve", config.source]
                 server += ["--listen", f"{host}:{port}", "--engine", engine, "--quiet-warnings"]
+                # We tell them when to reload (SIGHUP), once Envoy has the change.
+                server += ["--no-watch"]
                 if metrics_listen is not None and not servers:
                     # The first serves the one endpoint: every server's values and Envoy's.
                     server += ["--metrics-listen", metrics_listen]
@@ -91,6 +96,7 @@ def run_gateway(
                     return max(stop_gracefully(envoy, drain, signals), _stop_servers(servers))
                 say("Envoy did not become ready")
                 return 1
+            reloader = _reloader(config, envoy, bootstrap, servers)
             lis = config.listener
             print(
                 f"plano gateway listening on http://{lis.address}:{lis.port}/v1 "
@@ -106,6 +112,7 @@ def run_gateway(
                     stop_gracefully(envoy, drain, signals)
                     _stop_servers(servers)
                     return 1
+                reloader.tick()
                 time.sleep(0.1)
             return max(stop_gracefully(envoy, drain, signals), _stop_servers(servers))
         finally:
@@ -135,6 +142,21 @@ def _metrics_env(folder: str, servers: int) -> dict[str, str] | None:
     if servers == 1:
         return None
     return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
+
+
+def _reloader(
+    config: Config, envoy: EnvoyProcess, bootstrap: Path, servers: list[Child]
+) -> EnvoyReloader:
+    """Reloads on a change of the config or its key files, or SIGHUP: Envoy first, then the
+    servers (SIGHUP), which reload on their own (ops/reload.py)."""
+    from .ops.envoy_reload import envoy_reloader
+
+    def switch_servers() -> None:
+        for server in servers:
+            if server.poll() is None:
+                server.send_signal(signal.SIGHUP)
+
+    return envoy_reloader(config, envoy, bootstrap, keyless=False, switched=switch_servers)
 
 
 def _stop_servers(servers: list[Child]) -> int:

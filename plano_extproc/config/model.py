@@ -234,6 +234,8 @@ class Config:
     chain_of_model: Mapping[str, Chain] = field(default_factory=dict)
     chain_of_alias: Mapping[str, Chain] = field(default_factory=dict)
     chain_of_route: Mapping[str, Chain] = field(default_factory=dict)
+    # The files keys are read from ($VAR with VAR_FILE set): watched for a reload.
+    key_files: tuple[str, ...] = ()
 
     @property
     def clusters(self) -> dict[str, Endpoint]:

@@ -189,6 +189,8 @@ class _Parser:
         self.env = env
         self.errors: list[str] = []
         self.warnings: list[str] = []
+        # The files keys were read from (VAR_FILE): a reload watches them.
+        self.key_files: list[str] = []
         # Plano's keys this gateway does not implement, as found (key path, how to name it):
         # named in one warning.
         self.unimplemented: list[tuple[str, str]] = []
@@ -323,6 +325,7 @@ class _Parser:
             chain_of_model=chains.of_model,
             chain_of_alias=chains.of_alias,
             chain_of_route=chains.of_route,
+            key_files=tuple(dict.fromkeys(self.key_files)),
         )
 
     def provider_key(self, top: Mapping[str, Any]) -> str:
@@ -796,7 +799,8 @@ class _Parser:
             self.error(path, f"must be a key or $ENV_VAR / ${{ENV_VAR}}, got {_show(value)}")
             return None, (), ()
         names = tuple(a or b for a, b in _ENV_REF.findall(value))
-        missing = tuple(n for n in names if not self.env.get(n))
+        values = {n: self.env_value(n, path) for n in names}
+        missing = tuple(n for n in names if not values[n])
         if missing:
             self.warnings.append(
                 self._locate(
@@ -806,8 +810,26 @@ class _Parser:
                 )
             )
             return None, names, missing
-        key = _ENV_REF.sub(lambda m: self.env[m.group(1) or m.group(2)], value.strip())
+        key = _ENV_REF.sub(lambda m: values[m.group(1) or m.group(2)] or "", value.strip())
         return key, names, ()
+
+    def env_value(self, name: str, path: str) -> str | None:
+        """``$NAME``'s value: the variable, or when it is unset and ``NAME_FILE`` is set, the
+        content of that file (a Kubernetes Secret mounted as files), without its trailing
+        newline. The file is re-read on every reload, so a key rotates without a restart."""
+        value = self.env.get(name)
+        if value:
+            return value
+        file = self.env.get(f"{name}_FILE")
+        if not file:
+            return None
+        self.key_files.append(file)
+        try:
+            return Path(file).read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            self.error(path, f"{name}_FILE={file}: cannot read the key: {reason}")
+            return None
 
     def preferences(self, value: object, path: str) -> tuple[RoutingPreference, ...]:
         if value is None:

@@ -36,6 +36,7 @@ from .decision_headers import DecisionHeadersProcessor, DecisionHeaderStreams
 from .fallback import FallbackAttempt
 from .h2grpc import UNAVAILABLE, CallError, FinalAnswer, H2GrpcServer, Limits, OpenStream
 from .health import Health, add_to_grpcio, h2_methods
+from .live import LiveConfig
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
 from .processor import Answer, Processor, error_response, request_body_span
 from .response_translation import TranslatedResponse
@@ -379,6 +380,7 @@ async def serve(
     health_listen: str | None = None,
     drain_s: float = DEFAULT_DRAIN_S,
     decision_headers: bool = False,
+    watch: bool = True,
     metrics_listen: str | None = None,
     envoy_admin: str | None = None,
 ) -> None:
@@ -414,6 +416,8 @@ async def serve(
     scrape: asyncio.Server | None = None
     service: RouterService | None = None
     reader = None
+    live: LiveConfig | None = None
+    reloading: list[asyncio.Task[None]] = []
     try:
         for server, address in zip(servers, (listen, health_listen), strict=False):
             port = await server.start()
@@ -438,7 +442,14 @@ async def serve(
             workers = max(1, min(2, (os.cpu_count() or 2) - 1))
             reader = BodyReader(reading_for(config.router), workers)
             reader.start()
-        servers[0].serve_ext_proc(_open_stream(config, service, reader, decision_headers))
+        live = LiveConfig(
+            config,
+            service,
+            lambda c, s: _open_stream(c, s, reader, decision_headers),
+            servers[0].serve_ext_proc,
+        )
+        live.serve()
+        reloading = live.start(watch)
         if not stop.is_set():
             health.serving()
             log.info("ext_proc server serving")
@@ -451,8 +462,12 @@ async def serve(
     finally:
         if scrape is not None:
             scrape.close()
+        for task in reloading:
+            task.cancel()
         for server in started:
             await server.stop(grace=STOP_GRACE_S)
+        if live is not None:
+            live.close()
         if reader is not None:
             reader.close()
         if service is not None:
