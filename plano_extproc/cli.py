@@ -256,6 +256,13 @@ def _envoy_options(parser: argparse.ArgumentParser) -> None:
         help="keep Envoy's per-request stats by decision (envoy_plano_requests...) for the "
         "metrics endpoint; up --metrics-listen turns them on (README, 'Metrics')",
     )
+    parser.add_argument(
+        "--access-log",
+        default="/dev/stdout",
+        metavar="PATH|off",
+        help="the file Envoy writes one JSON line per request to (README, 'Access log'); "
+        "'off' for none (default %(default)s)",
+    )
 
 
 def _validate(config: Config, args: argparse.Namespace) -> int:
@@ -360,4 +367,5 @@ def _options(args: argparse.Namespace) -> EnvoyOptions:
         ready_port=args.ready_port,
         ready_address=args.ready_address,
         decision_stats=args.request_stats or getattr(args, "metrics_listen", None) is not None,
+        access_log=None if args.access_log == "off" else args.access_log,
     )

@@ -35,6 +35,7 @@ class ChatRequest:
     # The client's messages; from ``read_chat_request``, only the turns a router reads.
     messages: Sequence[object]
     wire: json_body.JsonBody  # the body as sent, for rewriting its model in place
+    stream: bool = False  # it asks for a streamed answer (for the access log: wire.STREAM_KEY)
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest | ErrorReply:
         )
     if model is not None and model.strip() in AUTO_MODEL_NAMES:
         model = None
-    return ChatRequest(model, messages, wire)
+    return ChatRequest(model, messages, wire, body.get("stream") is True)
 
 
 def read_chat_request(raw: bytes, reading: Reading) -> ChatRequest | ErrorReply:
@@ -125,7 +126,8 @@ def read_chat_request(raw: bytes, reading: Reading) -> ChatRequest | ErrorReply:
         return request
     turns = conversation(request.messages, reading)
     messages = [{"role": t.role, "content": t.text} for t in turns]
-    return ChatRequest(request.model, messages, json_body.detach(request.wire, raw))
+    detached = json_body.detach(request.wire, raw)
+    return ChatRequest(request.model, messages, detached, request.stream)
 
 
 def attach_body(request: ChatRequest, raw: bytes | memoryview) -> ChatRequest:

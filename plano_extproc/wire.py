@@ -16,6 +16,14 @@ ROUTING_KEY = "routing"  # direct, alias, default or preference
 ROUTE_KEY = "route"  # the routing preference that chose it (preference only)
 # The provider credential, header value ready. Never log this namespace.
 AUTH_KEY = "auth"
+# For the access log only (envoy_config/access_log.py), at no cost per request: the client's
+# API (openai, anthropic, anthropic-count-tokens: apis/, ClientApi.metadata) and whether the
+# request asked for a streamed answer (true/false) are in the answer template of each
+# decision, which is cached per (decision, API, stream); the router's decision time, a number
+# of milliseconds, only on the preference-routed path, where the router ran anyway.
+CLIENT_API_KEY = "api"
+STREAM_KEY = "stream"
+ROUTER_MS_KEY = "router_ms"
 
 # What the response translator needs of the request (the client's streaming options), in a
 # namespace of its own: Envoy forwards it to the server with the response, and no key with it.
@@ -65,6 +73,19 @@ def envoy_body_limit(max_body_bytes: int) -> int:
 # in the `plano` namespace; the chain's routes match it and send to the chain's aggregate
 # cluster, whose upstream filters run per attempt.
 CHAIN_KEY = "chain"
+
+# The access log's fields read from the `plano` namespace, field -> key: each key by name,
+# never the namespace whole (it holds AUTH_KEY).
+ACCESS_LOG_METADATA = {
+    "api": CLIENT_API_KEY,
+    "stream": STREAM_KEY,
+    "model": MODEL_KEY,
+    "provider": PROVIDER_KEY,
+    "routing": ROUTING_KEY,
+    "route": ROUTE_KEY,
+    "router_ms": ROUTER_MS_KEY,
+    "chain": CHAIN_KEY,
+}
 # The gRPC metadata of the upstream ext_proc stream that readies an attempt for a chain
 # member other than the decision's own: the chain's id.
 FALLBACK_METADATA = "x-plano-fallback"

@@ -31,6 +31,7 @@ from envoy_data_plane.google.protobuf import Any
 
 from ..config import Config
 from ..wire import envoy_body_limit
+from .access_log import access_logs
 from .binary import envoy_binary, system_ca_bundle, validate_with_envoy
 from .clusters import EXTPROC_CLUSTER, extproc_cluster, provider_cluster
 from .common import address, http_filter
@@ -154,7 +155,10 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
             http_filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
         ],
         local_reply_config=local_replies(config.listener),
-        access_log=[decision_stats()] if options.decision_stats else [],
+        access_log=[
+            *access_logs(options),
+            *([decision_stats()] if options.decision_stats else []),
+        ],
     )
     return listener.Listener(
         name=LISTENER_STAT_PREFIX,

@@ -1,5 +1,5 @@
 """What a rendered bootstrap can be told besides the config: where the ext_proc server and Envoy's
-admin API are, the trust store, the message timeout, the readiness listener.
+admin API are, the trust store, the message timeout, the readiness listener, the access log.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ DEFAULT_ADMIN_SOCKET = "/tmp/plano-envoy-admin.sock"
 
 ADMIN_SOCKET_MODE = 0o600
 
+# Where Envoy writes the access log (access_log.py) unless told otherwise: beside its own
+# logs, where a container's are collected.
+DEFAULT_ACCESS_LOG = "/dev/stdout"
+
 
 @dataclass(frozen=True)
 class EnvoyOptions:
@@ -37,6 +41,8 @@ class EnvoyOptions:
     ready_address: str = "0.0.0.0"
     # Envoy's per-request stats for the metrics endpoint (metrics.py); off: none are kept.
     decision_stats: bool = False
+    # The file Envoy writes one JSON line per request to (access_log.py); None: no access log.
+    access_log: str | None = DEFAULT_ACCESS_LOG
 
 
 DEFAULTS = EnvoyOptions()

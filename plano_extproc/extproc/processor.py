@@ -7,7 +7,8 @@ answers /v1/models). The decision comes from decide.py; the answer carries it as
 metadata, which the provider routes match (envoy_config/routes.py), and the body to forward: the
 client's own with the provider's model id spliced in when the provider speaks the client's
 API, the translated request when it speaks the other one (translate/). Every answer's fixed
-part is built once per (provider, routing, route) and copied per request. A big body read by
+part is built once per (provider, routing, route, chain, client API, stream) and copied per
+request. A big body read by
 a helper process (offload.py) is answered with a ``SplicedAnswer``: its new text is written
 once, straight into the answer's bytes.
 """
@@ -33,6 +34,7 @@ from ..translate import TranslationError, translator, wants_stream
 from ..wire import (
     AUTH_KEY,
     CHAIN_KEY,
+    CLIENT_API_KEY,
     INCLUDE_USAGE_KEY,
     METADATA_NAMESPACE,
     MODEL_ID_KEY,
@@ -40,8 +42,10 @@ from ..wire import (
     PROVIDER_KEY,
     RESPONSE_NAMESPACE,
     ROUTE_KEY,
+    ROUTER_MS_KEY,
     ROUTING_KEY,
     SERVER_REPLY_DETAILS,
+    STREAM_KEY,
 )
 
 _OVERWRITE = pb.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -142,15 +146,18 @@ def _encode_varint(value: int) -> bytes:
 
 # What the server sends back, once serialized (both have SerializeToString).
 Answer = pb.ProcessingResponse | SplicedAnswer
+# An answer template's cache key: provider entry, routing, route, chain, client API, stream.
+_TemplateKey = tuple[str, str, str | None, str | None, str, bool]
 
 
 class Processor:
     """Turns a config into ext_proc answers; shared by all streams, read-only after init
-    but for the cache of answer templates (bounded: providers x routings x routes)."""
+    but for the cache of answer templates (bounded: providers x routings x routes x chains x
+    client APIs x 2)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._templates: dict[tuple[str, str, str | None, str | None], pb.ProcessingResponse] = {}
+        self._templates: dict[_TemplateKey, pb.ProcessingResponse] = {}
 
     def handle(
         self, request: pb.ProcessingRequest, api: ClientApi = OPENAI_CHAT
@@ -184,13 +191,24 @@ class Processor:
         assert isinstance(request, ChatRequest)  # begin passes an ErrorReply on
         return self.route(step, request, api)
 
-    def on_route_choice(self, pending: Pending, choice: RouteChoice | None) -> Answer:
+    def on_route_choice(
+        self, pending: Pending, choice: RouteChoice | None, router_ms: float | None = None
+    ) -> Answer:
         """Finish a ``Pending`` request with the router's choice (None: it failed or timed
-        out)."""
+        out); ``router_ms``, how long the router took, goes into the answer's metadata for
+        the access log."""
         decision = conclude(pending, choice, self.config)
+        answer: Answer
         if isinstance(decision, ErrorReply):
-            return error_response(decision, pending.api)
-        return self.route(decision, pending.request, pending.api)
+            answer = error_response(decision, pending.api)
+        else:
+            answer = self.route(decision, pending.request, pending.api)
+        if router_ms is not None:
+            head = answer.head if isinstance(answer, SplicedAnswer) else answer
+            # The answer is a copy (or a reply of its own): the cached template stays as it is.
+            namespace = head.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value
+            namespace.fields[ROUTER_MS_KEY].number_value = round(router_ms, 3)
+        return answer
 
     def route(
         self, decision: Decision, request: ChatRequest, api: ClientApi = OPENAI_CHAT
@@ -202,9 +220,9 @@ class Processor:
                 counted = json_bytes({"input_tokens": estimate_input_tokens(_value(request))})
             except RecursionError:
                 return error_response(TOO_DEEP, api)
-            return self._decided_reply(decision, 200, counted)
+            return self._decided_reply(decision, request, api, 200, counted)
         response = pb.ProcessingResponse()
-        response.CopyFrom(self._template(decision))
+        response.CopyFrom(self._template(decision, api, request.stream))
         if decision.provider.wildcard:
             _name_the_model(response.dynamic_metadata, decision)
         if interface != api.name:
@@ -231,12 +249,12 @@ class Processor:
             translated = pair.request(body, decision.model_id)
         except TranslationError as refused:
             status, reply = pair.refusal(refused)
-            return self._decided_reply(decision, status, reply)
+            return self._decided_reply(decision, request, api, status, reply)
         try:
             response.request_body.response.body_mutation.body = json_bytes(translated)
         except ValueError:  # a number past a double's range (1e999) has no JSON spelling
             out_of_range = pair.refusal(TranslationError("The request has a number out of range."))
-            return self._decided_reply(decision, *out_of_range)
+            return self._decided_reply(decision, request, api, *out_of_range)
         except RecursionError:  # the translation nests a level or two deeper than the body
             return error_response(TOO_DEEP, api)
         if wants_stream(body):
@@ -247,24 +265,34 @@ class Processor:
             response.dynamic_metadata.update({RESPONSE_NAMESPACE: {INCLUDE_USAGE_KEY: usage}})
         return response
 
-    def _decided_reply(self, decision: Decision, status: int, body: bytes) -> pb.ProcessingResponse:
+    def _decided_reply(
+        self, decision: Decision, request: ChatRequest, api: ClientApi, status: int, body: bytes
+    ) -> pb.ProcessingResponse:
         """A reply the server gives itself for a routed request (a token estimate, a request
         the provider's API cannot be asked): with the decision's metadata, so the client
         sees the decision headers as on any routed response."""
         reply = immediate(status, body)
-        reply.dynamic_metadata.CopyFrom(self._template(decision).dynamic_metadata)
+        template = self._template(decision, api, request.stream)
+        reply.dynamic_metadata.CopyFrom(template.dynamic_metadata)
         if decision.provider.wildcard:
             _name_the_model(reply.dynamic_metadata, decision)
         return reply
 
-    def _template(self, decision: Decision) -> pb.ProcessingResponse:
-        """The answer's fixed part for a decision, made once per (entry, routing, route). A
-        wildcard's names the model the client chose: ``_name_the_model`` writes it into the
-        copy (a cache keyed by client-chosen ids would grow without bound)."""
-        key = (decision.provider.name, decision.routing, decision.route, decision.chain)
+    def _template(self, decision: Decision, api: ClientApi, stream: bool) -> pb.ProcessingResponse:
+        """The answer's fixed part for a decision, made once per (entry, routing, route,
+        chain, client API, stream). A wildcard's names the model the client chose:
+        ``_name_the_model`` writes it into the copy (a cache keyed by client-chosen ids would
+        grow without bound). The client's API and the stream flag are there for the access
+        log only: in the template they cost a request nothing more than the copy."""
+        provider = decision.provider.name
+        key = (provider, decision.routing, decision.route, decision.chain, api.metadata, stream)
         template = self._templates.get(key)
         if template is None:
-            template = self._templates[key] = self._make_template(decision)
+            template = self._make_template(decision)
+            fields = template.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+            fields[CLIENT_API_KEY].string_value = api.metadata
+            fields[STREAM_KEY].bool_value = stream
+            self._templates[key] = template
         return template
 
     @staticmethod

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Literal, Protocol
 
@@ -175,10 +176,12 @@ class ExtProcService:
     async def _route(self, pending: Pending, big: bool = False) -> bytes:
         response: Answer
         try:
-            choice = None
+            choice = router_ms = None
             if self._router is not None:
+                started = time.perf_counter()
                 choice = await self._router.choose(pending.request.messages)
-            response = self._processor.on_route_choice(pending, choice)
+                router_ms = (time.perf_counter() - started) * 1000  # for the access log
+            response = self._processor.on_route_choice(pending, choice, router_ms)
         except Exception:
             response = self._failed(pending.api)
         if big:

@@ -201,6 +201,8 @@ def test_a_named_model_is_sent_with_the_selectors_and_the_providers_key(
         "provider": "openai/gpt-5.2",
         "model": "openai/gpt-5.2",
         "routing": "direct",
+        "api": "openai",
+        "stream": False,
     }
 
 

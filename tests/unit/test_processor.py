@@ -79,6 +79,9 @@ def test_alias_rewrites_model_in_place_and_sends_the_decision(processor: Process
         "model": "openai/gpt-5.2",
         "routing": "alias",
         "auth": "Bearer sk-o",
+        # For the access log: the client's API and its stream flag.
+        "api": "openai",
+        "stream": True,
     }
     # Only the model changed: the client's spelling of everything else is kept.
     assert new_body == raw.replace(b'"fast-model"', b'"gpt-5.2"')
@@ -92,6 +95,8 @@ def test_direct_route_names_the_provider(processor: Processor) -> None:
         "model": "anthropic/claude-sonnet-4-5",
         "routing": "direct",
         "auth": "sk-a",  # Anthropic's native API takes the bare key (in x-api-key)
+        "api": "openai",
+        "stream": False,
     }
     # Translated for Anthropic's Messages API, which requires max_tokens.
     assert new_body is not None
@@ -110,7 +115,13 @@ def test_a_body_already_naming_the_providers_model_is_not_replaced(processor: Pr
 
 def test_keyless_provider_gets_no_credential(processor: Processor) -> None:
     decision, _ = routed(processor, {"model": "llama3", "messages": [{"role": "user"}]})
-    assert decision == {"provider": "ollama/llama3", "model": "ollama/llama3", "routing": "direct"}
+    assert decision == {
+        "provider": "ollama/llama3",
+        "model": "ollama/llama3",
+        "routing": "direct",
+        "api": "openai",
+        "stream": False,
+    }
 
 
 def test_default_when_no_model_adds_it(processor: Processor) -> None:
