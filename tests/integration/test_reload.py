@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.fakes import FakeProvider
+from plano_extproc.envoy_config import validate_with_envoy
+from plano_extproc.envoy_config.dynamic import XDS_DIR, Dynamic, inlined
+from tests.fakes import FakeProvider, free_port
 from tests.integration.conftest import Gateway, config_for, start_gateway
 
 pytestmark = pytest.mark.integration
@@ -131,6 +135,16 @@ def _within(check: Callable[[], bool], seconds: float = VISIBLE_S) -> float:
             return time.monotonic() - start
         time.sleep(0.05)
     raise AssertionError(f"not visible within {seconds} s")
+
+
+def _validate_as_loaded(log: str) -> None:
+    """The bootstrap and the xDS files Envoy runs now, put back into one static bootstrap,
+    pass ``envoy --mode validate`` (which reads no xDS file itself)."""
+    found = re.search(r"bootstrap (\S+)\)", log)
+    assert found is not None
+    bootstrap = Path(found.group(1))
+    xds = {p.name: p.read_text() for p in (bootstrap.parent / XDS_DIR).iterdir()}
+    validate_with_envoy(inlined(Dynamic(bootstrap.read_text(), xds)))
 
 
 @pytest.fixture
@@ -270,6 +284,7 @@ def test_config_changes_under_load(
             time.sleep(1.0)
             assert _served_by(gateway, "fast-model") == "from fake-openai"
             time.sleep(1.0)
+            _validate_as_loaded(log())
         assert load.failures == [], load.failures[:5]
         assert load.done > 100
         assert gateway.process.poll() is None
@@ -279,3 +294,74 @@ def test_config_changes_under_load(
     assert len(seen) == 10
     for name, seconds in seen.items():
         assert seconds < VISIBLE_S, name
+
+
+def test_envoy_alone_and_serve_each_watch_the_file(
+    openai_fake: FakeProvider, anthropic_fake: FakeProvider, new_fake: FakeProvider, tmp_path: Path
+) -> None:
+    """The sidecar's way: ``plano-extproc envoy`` (no key in its environment) and ``serve``
+    in front of it, each watching the same mounted file; the server switches ``SETTLE_S``
+    after it notices, when Envoy has the new routes."""
+    port, extproc_port = free_port(), free_port()
+    path = tmp_path / "plano.yaml"
+    path.write_text(_config(openai_fake, anthropic_fake, port=str(port)))
+    keys = {"FAKE_OPENAI_KEY": "sk-fake-openai", "FAKE_ANTHROPIC_KEY": "sk-fake-anthropic"}
+    key_file = tmp_path / "new-key"
+    key_file.write_text("sk-new-1")
+    server_log, envoy_log = tmp_path / "serve.log", tmp_path / "envoy.log"
+    base = [sys.executable, "-m", "plano_extproc"]
+    server = subprocess.Popen(
+        [*base, "serve", str(path), "--listen", f"127.0.0.1:{extproc_port}"],
+        env={**os.environ, **keys, f"{NEW_KEY_VAR}_FILE": str(key_file)},
+        stdout=server_log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    envoy_env = {k: v for k, v in os.environ.items() if k not in keys}
+    envoy = subprocess.Popen(
+        [*base, "envoy", str(path), "--extproc-port", str(extproc_port), "--concurrency", "1"],
+        env=envoy_env,
+        stdout=envoy_log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    gateway = Gateway(port, envoy, envoy_log, path)
+    try:
+        deadline = time.monotonic() + 60
+        while b"plano Envoy listening" not in envoy_log.read_bytes():
+            assert envoy.poll() is None and time.monotonic() < deadline, envoy_log.read_text()
+            time.sleep(0.1)
+        while _served_by(gateway, "fast-model") is None:
+            assert server.poll() is None and time.monotonic() < deadline, server_log.read_text()
+            time.sleep(0.1)
+        _write_atomically(path, _config(openai_fake, anthropic_fake, new_fake, port=str(port)))
+        added = _within(lambda: _served_by(gateway, "new-model") == "from fake-new", 3.0)
+        assert new_fake.received[-1].headers["authorization"] == "Bearer sk-new-1"
+        _write_atomically(key_file, "sk-new-2")
+        _within(
+            lambda: (
+                _served_by(gateway, "new-model") is not None
+                and new_fake.received[-1].headers["authorization"] == "Bearer sk-new-2"
+            ),
+            3.0,
+        )
+        _write_atomically(path, _config(openai_fake, anthropic_fake, port=str(port)))
+        _within(lambda: _served_by(gateway, "new-model") is None, 3.0)
+        # SIGHUP reaches the envoy command too: it reads the file again.
+        reloads = envoy_log.read_text().count("config reloaded into Envoy")
+        envoy.send_signal(signal.SIGHUP)
+        _within(lambda: envoy_log.read_text().count("config reloaded into Envoy") > reloads, 2.0)
+        assert envoy.poll() is None and server.poll() is None
+        _validate_as_loaded(envoy_log.read_text())
+        print(f"envoy + serve: a provider added, visible after {added:.2f} s")
+    finally:
+        for process in (envoy, server):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in (envoy, server):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert "sk-new" not in envoy_log.read_text()
