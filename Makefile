@@ -77,11 +77,13 @@ proto: install
 # - bench/router_bench.py: the preference router's accuracy, decision latency and memory;
 # - bench/load_bench.py: the ext_proc hop under load against Envoy alone (wrk, from Debian:
 #   apt-get install wrk). BENCH_ARGS=--sweep adds the client/worker sweep,
-#   BENCH_ARGS="--profile 10" only profiles the server.
+#   BENCH_ARGS="--profile 10" only profiles the server;
+# - bench/ops_bench.py: the metrics and the access log on against off, at 16 clients.
 BENCH_ARGS ?=
 bench: install models
 	$(BIN)/python bench/load_bench.py --write bench/RESULTS.md $(BENCH_ARGS)
 	$(BIN)/python bench/router_bench.py --write bench/RESULTS.md
+	$(BIN)/python bench/ops_bench.py --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -13,6 +13,7 @@ What is mapped, the same way everywhere (args, env values, mounted files, probes
   flag, a config's ``port:``) -> a free port on 127.0.0.1; ``0.0.0.0`` (the pod's addresses,
   where the kubelet probes) -> ``127.0.0.1``;
 - each container's volume mounts -> folders of its own under the work folder (``/tmp`` too);
+  an emptyDir that several containers mount -> one folder they share;
 - the image's venv (``/opt/venv``) -> this interpreter's, ``PLANO_MODELS_DIR`` -> the models
   ``make models`` built.
 
@@ -239,12 +240,25 @@ class PodPlayer:
         root = self.workdir / c.name
         paths: dict[str, Path] = {}
         for mount in c.spec.get("volumeMounts", []):
-            paths[mount["mountPath"].rstrip("/")] = root / mount["mountPath"].strip("/")
+            # An emptyDir that several containers mount is one folder for them all (the
+            # gateway's admin socket); any other mount, a folder of the container's own.
+            if mount["name"] in self._shared_empty_dirs():
+                local = self.workdir / "shared" / mount["name"]
+            else:
+                local = root / mount["mountPath"].strip("/")
+            paths[mount["mountPath"].rstrip("/")] = local
         if self._ours(c):
             paths[IMAGE_VENV] = Path(sys.prefix)
             paths[self.image.env["PLANO_MODELS_DIR"]] = LOCAL_MODELS
         ordered = dict(sorted(paths.items(), key=lambda kv: -len(kv[0])))
         return Mapping(self.ports, ordered)
+
+    def _shared_empty_dirs(self) -> set[str]:
+        empty = {v["name"] for v in self.pod.get("volumes", []) if "emptyDir" in v}
+        mounts = [
+            m["name"] for c in kube.containers(self.pod) for m in c.spec.get("volumeMounts", [])
+        ]
+        return {name for name in empty if mounts.count(name) > 1}
 
     def _ours(self, c: kube.Container) -> bool:
         return c.argv[:1] == self.image.entrypoint[:1]

@@ -20,6 +20,7 @@ from typing import Any
 
 import anthropic
 import grpc
+import httpx
 import openai
 import pytest
 import yaml
@@ -144,8 +145,26 @@ def exercise(player: PodPlayer, fakes: tuple[FakeOpenAI, FakeAnthropic]) -> None
             leaked = [k for k, v in environ.items() if v in keys.values()]
             assert not leaked, f"container {running.container.name} has {leaked}"
     check_health_port_serves_only_health(player)
+    check_metrics(player, set(keys.values()))
     player.check_running_probes()
     player.check_mounts_were_read()
+
+
+def check_metrics(player: PodPlayer, keys: set[str]) -> None:
+    """The port the pod's prometheus.io annotations name (on the pod's address) serves the
+    gateway's metrics: the server's and Envoy's per-request stats read over the admin socket
+    the two gateway containers share; no key; and no other path."""
+    template = player.workload.doc["spec"]["template"]
+    annotations = template.get("metadata", {}).get("annotations", {})
+    if annotations.get("prometheus.io/scrape") != "true":
+        return
+    port = player.ports[int(annotations["prometheus.io/port"])]
+    url = f"http://127.0.0.1:{port}{annotations.get('prometheus.io/path', '/metrics')}"
+    text = httpx.get(url, timeout=10).text
+    assert 'envoy_plano_requests{model="openai/gpt-5.2",routing="alias"' in text, text[-2000:]
+    assert "plano_router_decision_seconds_count" in text
+    assert not [k for k in keys if k in text]
+    assert httpx.get(f"http://127.0.0.1:{port}/stats", timeout=10).status_code == 404
 
 
 def check_health_port_serves_only_health(player: PodPlayer) -> None:

@@ -344,9 +344,18 @@ def test_envoy_admin_is_never_on_a_network_address(tmp_path: Path) -> None:
         bootstrap = yaml.safe_load(render_yaml(load_config(config_file, {}), cli._options(args)))
         address = bootstrap["admin"]["address"]
         if "pipe" in address:
-            # The socket in the container's own /tmp (an emptyDir no other container mounts).
+            # The socket in an emptyDir under /tmp that only the gateway's containers mount
+            # (the server reads Envoy's stats there for /metrics); never the app's.
             path = address["pipe"]["path"]
             assert path.startswith("/tmp/"), f"{m.where} {c.name}: admin socket {path}"
+            holder = max(
+                (v for v in c.spec.get("volumeMounts", []) if path.startswith(v["mountPath"])),
+                key=lambda v: len(v["mountPath"]),
+            )
+            for other in kube.containers(pod):
+                if other.argv[:1] != c.argv[:1]:  # not the gateway's image's command
+                    names = {v["name"] for v in other.spec.get("volumeMounts", [])}
+                    assert holder["name"] not in names, f"{m.where}: {other.name} reaches admin"
         else:
             socket = address["socket_address"]
             assert socket["address"] == "127.0.0.1", f"{m.where} {c.name}: admin on {socket}"
@@ -372,8 +381,10 @@ def test_probes_target_declared_ports_the_command_listens_on() -> None:
                 assert probe.get("httpGet", {}).get("path") == "/ready", f"{where} {kind}"
                 assert port == args.ready_port, f"{where} {kind}: {port} != --ready-port"
         # Every declared port is one a probe or the command uses: no stale declaration.
-        probed = {kube.probe_port(c, p) for p in found.values()}
-        assert c.declared_ports <= probed, f"{where}: declares {c.declared_ports - probed}"
+        served = {kube.probe_port(c, p) for p in found.values()}
+        if _role(c) == "serve" and args.metrics_listen:
+            served.add(_host_port(args.metrics_listen)[1])
+        assert c.declared_ports <= served, f"{where}: declares {c.declared_ports - served}"
 
 
 def test_the_extproc_port_stays_on_loopback_where_envoy_is_beside_it(tmp_path: Path) -> None:
