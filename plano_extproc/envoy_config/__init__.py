@@ -45,7 +45,7 @@ from .filters import (
     our_headers,
     response_filter,
 )
-from .metrics import decision_stats
+from .metrics import decision_stats, token_usage_filter
 from .options import (
     ADMIN_SOCKET_MODE,
     DEFAULT_ADMIN_SOCKET,
@@ -150,6 +150,8 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
                 if any(p.api_version is not None for p in config.providers)
                 else []
             ),
+            # Last before the router: it reads the provider's own answer, before any translation.
+            *([token_usage_filter()] if options.decision_stats else []),
             # Providers need not see the client's Host (x-envoy-original-host), and clients
             # need not see Envoy's timing headers.
             http_filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
@@ -157,7 +159,7 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         local_reply_config=local_replies(config.listener),
         access_log=[
             *access_logs(options),
-            *([decision_stats()] if options.decision_stats else []),
+            *(decision_stats() if options.decision_stats else []),
         ],
     )
     return listener.Listener(

@@ -15,22 +15,44 @@ A request with no decision (refused by the server or answered by Envoy alone) ha
 from __future__ import annotations
 
 from envoy_data_plane.envoy.config.accesslog import v3 as accesslog
+from envoy_data_plane.envoy.extensions.access_loggers.filters.cel import v3 as cel
 from envoy_data_plane.envoy.extensions.access_loggers.stats import v3 as stats
+from envoy_data_plane.envoy.extensions.filters.http.json_to_metadata import v3 as json_to_metadata
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.matching.actions.transform_stat import v3 as transform
 from envoy_data_plane.envoy.extensions.matching.common_inputs.stats import v3 as stat_input
 from envoy_data_plane.envoy.type import v3 as type_v3
+from envoy_data_plane.envoy.type.matcher.v3 import (
+    MetadataMatcher,
+    MetadataMatcherPathSegment,
+    ValueMatcher,
+)
 from envoy_data_plane.google.protobuf import Any
 from envoy_data_plane.xds.core import v3 as xcore
 from envoy_data_plane.xds.type.matcher import v3 as xmatcher
 
 from ..wire import PROVIDER_KEY, ROUTE_KEY, ROUTING_KEY
-from .common import metadata_value
+from .common import http_filter, metadata_value
 
 # The stats' names: Envoy's Prometheus output names them envoy_plano_<name>.
 STATS_PREFIX = "plano"
 REQUESTS = "requests"
 UPSTREAM_TIME = "upstream_time_ms"
 UPSTREAM_TTFB = "upstream_ttfb_ms"
+INPUT_TOKENS = "input_tokens"
+OUTPUT_TOKENS = "output_tokens"
+# Where Envoy puts the token counts it reads from a provider's JSON answer: not the decision's
+# namespace (which holds the key), one of its own.
+USAGE_NAMESPACE = "plano_usage"
+TOKEN_USAGE_FILTER = "plano.token_usage"
+# The counts each API's answer reports: OpenAI's usage.prompt_tokens/completion_tokens,
+# Anthropic's usage.input_tokens/output_tokens.
+_USAGE_FIELDS = (
+    ("prompt_tokens", INPUT_TOKENS),
+    ("completion_tokens", OUTPUT_TOKENS),
+    ("input_tokens", INPUT_TOKENS),
+    ("output_tokens", OUTPUT_TOKENS),
+)
 # Tags: the decision's, and the upstream's.
 MODEL_TAG, ROUTING_TAG, ROUTE_TAG, STATUS_TAG, PROVIDER_TAG = (
     "model",
@@ -92,8 +114,11 @@ def _absent_is_none() -> xmatcher.Matcher:
     )
 
 
-def decision_stats() -> accesslog.AccessLog:
-    """The access log entry that counts every request of the gateway listener."""
+def decision_stats() -> list[accesslog.AccessLog]:
+    """The access log entries that count every request of the gateway listener: each a stats
+    logger of its own, so that the upstream's times are read only where there was an upstream
+    and the token counts only where the answer reported them (a value that is not a number is
+    an error in Envoy's log)."""
     decision_tags = [
         stats.ConfigTag(name=tag, value_format=metadata_value(key), rules=_absent_is_none())
         for tag, key in (
@@ -101,31 +126,86 @@ def decision_stats() -> accesslog.AccessLog:
             (ROUTING_TAG, ROUTING_KEY),
             (ROUTE_TAG, ROUTE_KEY),
         )
-    ] + [
-        stats.ConfigTag(
-            name=STATUS_TAG, value_format="%RESPONSE_CODE%", rules=_status_class_rules()
-        ),
     ]
-    provider = [stats.ConfigTag(name=PROVIDER_TAG, value_format="%UPSTREAM_CLUSTER%")]
-    ms = stats.ConfigHistogramUnit.Milliseconds
-    config = stats.Config(
-        stats_scope=type_v3.Scope(prefix=STATS_PREFIX),
-        counters=[
-            stats.ConfigCounter(
-                stat=stats.ConfigStat(name=REQUESTS, tags=decision_tags), value_fixed=1
-            )
-        ],
-        histograms=[
-            stats.ConfigHistogram(
-                stat=stats.ConfigStat(name=UPSTREAM_TIME, tags=provider),
-                unit=ms,
-                value_format=_UPSTREAM_TIME,
-            ),
-            stats.ConfigHistogram(
-                stat=stats.ConfigStat(name=UPSTREAM_TTFB, tags=provider),
-                unit=ms,
-                value_format=_UPSTREAM_TTFB,
-            ),
-        ],
+    status = stats.ConfigTag(
+        name=STATUS_TAG, value_format="%RESPONSE_CODE%", rules=_status_class_rules()
     )
-    return accesslog.AccessLog(name="envoy.access_loggers.stats", typed_config=Any.pack(config))
+    requests = stats.ConfigCounter(
+        stat=stats.ConfigStat(name=REQUESTS, tags=[*decision_tags, status]), value_fixed=1
+    )
+    provider = [stats.ConfigTag(name=PROVIDER_TAG, value_format="%UPSTREAM_CLUSTER%")]
+    upstream = [
+        stats.ConfigHistogram(
+            stat=stats.ConfigStat(name=name, tags=provider),
+            unit=stats.ConfigHistogramUnit.Milliseconds,
+            value_format=value,
+        )
+        for name, value in ((UPSTREAM_TIME, _UPSTREAM_TIME), (UPSTREAM_TTFB, _UPSTREAM_TTFB))
+    ]
+    tokens = [
+        stats.ConfigCounter(
+            stat=stats.ConfigStat(name=count, tags=decision_tags[:1]),
+            value_format=f"%DYNAMIC_METADATA({USAGE_NAMESPACE}:{count})%",
+        )
+        for count in (INPUT_TOKENS, OUTPUT_TOKENS)
+    ]
+    reported = accesslog.AccessLogFilter(
+        metadata_filter=accesslog.MetadataFilter(
+            matcher=MetadataMatcher(
+                filter=USAGE_NAMESPACE,
+                path=[MetadataMatcherPathSegment(key=INPUT_TOKENS)],
+                value=ValueMatcher(present_match=True),
+            ),
+            match_if_key_not_found=False,
+        )
+    )
+    return [
+        _stats_logger(stats.Config(stats_scope=_scope(), counters=[requests])),
+        _stats_logger(stats.Config(stats_scope=_scope(), histograms=upstream), _UPSTREAM_SEEN),
+        _stats_logger(stats.Config(stats_scope=_scope(), counters=tokens), reported),
+    ]
+
+
+def _scope() -> type_v3.Scope:
+    return type_v3.Scope(prefix=STATS_PREFIX)
+
+
+# A request an upstream answered (or began to): the others have no upstream times.
+_UPSTREAM_SEEN = accesslog.AccessLogFilter(
+    extension_filter=accesslog.ExtensionFilter(
+        name="envoy.access_loggers.extension_filters.cel",
+        typed_config=Any.pack(cel.ExpressionFilter(expression="has(upstream.address)")),
+    )
+)
+
+
+def _stats_logger(
+    config: stats.Config, only: accesslog.AccessLogFilter | None = None
+) -> accesslog.AccessLog:
+    return accesslog.AccessLog(
+        name="envoy.access_loggers.stats", filter=only, typed_config=Any.pack(config)
+    )
+
+
+def token_usage_filter() -> hcm.HttpFilter:
+    """Reads the token counts of a provider's JSON answer (not a stream's) into metadata for
+    the token counters, in Envoy: the server never sees an untranslated answer."""
+
+    def rule(field: str, key: str) -> json_to_metadata.JsonToMetadataRule:
+        return json_to_metadata.JsonToMetadataRule(
+            selectors=[
+                json_to_metadata.JsonToMetadataSelector(key="usage"),
+                json_to_metadata.JsonToMetadataSelector(key=field),
+            ],
+            on_present=json_to_metadata.JsonToMetadataKeyValuePair(
+                metadata_namespace=USAGE_NAMESPACE,
+                key=key,
+                type=json_to_metadata.JsonToMetadataValueType.NUMBER,
+            ),
+        )
+
+    rules = json_to_metadata.JsonToMetadataMatchRules(
+        rules=[rule(field, key) for field, key in _USAGE_FIELDS],
+        allow_content_types=["application/json"],
+    )
+    return http_filter(TOKEN_USAGE_FILTER, json_to_metadata.JsonToMetadata(response_rules=rules))

@@ -163,6 +163,15 @@ def test_counts_after_known_traffic(metered: tuple[Gateway, str], flaky: FakeOpe
     # Every request that reached a provider has its upstream time and first byte, by cluster.
     assert total(samples, "envoy_plano_upstream_time_ms_count") == 11
     assert total(samples, "envoy_plano_upstream_ttfb_ms_count") == 11
+    # Token usage from the providers' JSON answers (the fakes report 1 in, 2 out each), by
+    # the decision's entry; the 500 and the 400 reported none.
+    answered = {"openai/gpt-5.2": 6, "openai/*": 2, "anthropic/claude-sonnet-4-5": 2}
+    for name, per_answer in (("envoy_plano_input_tokens", 1), ("envoy_plano_output_tokens", 2)):
+        counted = {dict(labels)["model"]: v for (n, labels), v in samples.items() if n == name}
+        assert counted == {m: n * per_answer for m, n in answered.items()}, name
+    # Every value Envoy's stats loggers read was a number (a request without an upstream or
+    # without token counts is not given to the logger that would read them).
+    assert "non-number" not in gateway.log.read_text()
     # No client-chosen string is a label anywhere, Envoy's stats included.
     for chosen in (
         WILDCARD_ID,
