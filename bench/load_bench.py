@@ -1,6 +1,6 @@
 """The gateway's cost under load, against Envoy alone on the same machine in the same run.
 
-    python bench/load_bench.py [--rounds 3] [--seconds 5] [--sweep] [--soak 60]
+    python bench/load_bench.py [--rounds 3] [--seconds 5] [--sweep] [--soak 60] [--log-cost]
                                [--quick] [--only TARGET,...] [--profile SECONDS [--native]]
                                [--write FILE]
 
@@ -61,6 +61,8 @@ ENVOY_CONCURRENCY = 1
 BUFFER_LIMIT = 16 * 1024 * 1024  # the gateway's default max_body_size, for the floor too
 STREAM_PAUSE_MS = 5.0
 DEFAULT = "h2 x1"  # the gateway as `make run` starts it: h2 transport, one server worker
+# The same with its access log off (--access-log off): what the log costs, in the same run.
+NO_LOG = "h2 x1 no-log"
 
 GATEWAY_CONFIG = """
 listeners:
@@ -212,21 +214,30 @@ def stack(workdir: Path, gateways: tuple[str, ...]) -> Iterator[Stack]:
 
         running = {}
         for key in gateways:
-            engine, workers = key.split(" x")
+            engine, workers, log_off = _gateway_kind(key)
             port = procs.free_port()
-            config = workdir / f"plano-{engine}-{workers}.yaml"
+            config = workdir / f"plano-{key.replace(' ', '-')}.yaml"
             config.write_text(GATEWAY_CONFIG.format(port=port, provider=provider, stream=stream))
             argv = [sys.executable, "-m", "plano_extproc", "up", str(config),
                     "--concurrency", str(ENVOY_CONCURRENCY), "--workers", workers,
                     "--engine", engine, "--extproc-port", str(procs.free_ports(int(workers))),
                     "--admin-port", str(procs.free_port())]  # fmt: skip
+            # The access log is on by default (to Envoy's stdout: the log file here).
+            argv += ["--access-log", "off"] if log_off else []
             url = _url(port, PATHS[OPENAI])
             ready = functools.partial(procs.http_ok, url, chat_body("openai/gpt-5.2", 1000))
-            up = start(f"gateway-{engine}-{workers}", argv, ready)
+            up = start(f"gateway-{key.replace(' ', '-')}", argv, ready)
             kids = procs.children(up)
             servers = tuple(p for p in kids if b" serve " in _cmdline(p))
             running[key] = Gateway(_url(port), servers, next(p for p in kids if p not in servers))
         yield Stack(_url(floor), _url(floor_stream), floor_envoy, running)
+
+
+def _gateway_kind(key: str) -> tuple[str, str, bool]:
+    """A gateway key ("h2 x1", "h2 x1 no-log"): its engine, its workers, the log off."""
+    engine, _, rest = key.partition(" x")
+    workers, *flags = rest.split()
+    return engine, workers, "no-log" in flags
 
 
 def _url(port: int, path: str = "") -> str:
@@ -341,9 +352,10 @@ class Case:
     def label(self) -> str:
         label = self.spec.label
         if self.gateway != DEFAULT and self.spec.floor is not None:
-            engine, workers = self.gateway.split(" x")
+            engine, workers, log_off = _gateway_kind(self.gateway)
             extra = [f"{engine} transport"] if engine != "h2" else []
             extra += [f"{workers} server workers"] if workers != "1" else []
+            extra += ["access log off"] if log_off else []
             label += f" ({', '.join(extra)})"
         return label
 
@@ -488,6 +500,11 @@ def targets(runner: Runner, soak_result: dict[str, float] | None) -> list[str]:
         rows.append(
             ("fallback configured, unused: req/s vs model-routed", chained / plain, ">=", 0.95, "%")
         )
+    # The access log (on by default) against the same gateway with it off (issue 13: the log
+    # and the metrics together may cost 10%).
+    logged = runner.median(Case("model", "1 KB", 16, NO_LOG), "rps")
+    if plain is not None and logged is not None and logged > 0:
+        rows.append(("access log on: req/s vs off, model-routed", plain / logged, ">=", 0.9, "%"))
     _, added50, added99 = runner.vs_floor(Case("model", "1 KB", 1))
     rows.append(("added latency at 1 client, p50", added50, "<=", 0.4, "ms"))
     rows.append(("added latency at 1 client, p99", added99, "<=", 1.5, "ms"))
@@ -555,6 +572,31 @@ def streamed(runner: Runner, cases: list[Case]) -> list[str]:
                 f"| {_fmt(runner.median(case, 'p50_ms'))} |"
             )
     return lines
+
+
+def log_cost(runner: Runner) -> list[str]:
+    """The access log on against off, model-routed at 16 clients: the two run one after the
+    other in each round, so each round's ratio compares like with like on a busy machine."""
+    on, off = (
+        runner.samples[Case("model", "1 KB", 16)],
+        runner.samples[Case("model", "1 KB", 16, NO_LOG)],
+    )
+    ratios = [a.rps / b.rps for a, b in zip(on, off, strict=False) if b.rps]
+    envoy = [a.envoy_us - b.envoy_us for a, b in zip(on, off, strict=False)]
+    server = [
+        a.server_us - b.server_us
+        for a, b in zip(on, off, strict=False)
+        if a.server_us is not None and b.server_us is not None
+    ]
+    if not ratios:
+        return []
+    return [
+        f"Model-routed, 1 KB, 16 clients, {len(ratios)} rounds, the log on and off back to back "
+        f"in each: req/s on/off, median of the rounds {statistics.median(ratios):.1%} (each "
+        f"round: {', '.join(f'{r:.0%}' for r in ratios)}); the log's added CPU per request, "
+        f"median of the rounds: Envoy {statistics.median(envoy):+.1f} µs, server "
+        f"{statistics.median(server) if server else 0:+.1f} µs.",
+    ]
 
 
 def idle_gaps(stack: Stack, workdir: Path, rounds: int) -> list[str]:
@@ -671,6 +713,8 @@ def main_cases() -> list[Case]:
             cases += [Case(t, body, clients) for t in ("envoy", "model", "alias")]
         cases.append(Case("model-fallbacks", "1 KB", clients))
         cases.append(Case("model", "1 KB", clients, "grpcio x1"))
+        if clients == 16:
+            cases.append(Case("model", "1 KB", clients, NO_LOG))
         cases.append(Case("preference", "1 KB", clients))
         cases.append(Case("preference-repeat", "1 KB", clients))
         # Anthropic's Messages API, and each API translated to the other.
@@ -706,6 +750,11 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=60.0, help="seconds of full load (0: none)")
     parser.add_argument("--quick", action="store_true", help="only Envoy alone and model-routed")
     parser.add_argument(
+        "--log-cost",
+        action="store_true",
+        help="only the access log's cost: model-routed at 16 clients, the log on and off",
+    )
+    parser.add_argument(
         "--only",
         help="only these targets (comma-separated; their floors run too): " + ", ".join(TARGETS),
     )
@@ -718,7 +767,9 @@ def main() -> int:
     cases = main_cases()
     if args.quick:
         cases = [c for c in cases if c.target in ("envoy", "model") and c.body == "1 KB"]
-        cases = [c for c in cases if c.gateway == DEFAULT]
+        cases = [c for c in cases if c.gateway in (DEFAULT, NO_LOG)]
+    if args.log_cost:
+        cases = [Case("model", "1 KB", 16), Case("model", "1 KB", 16, NO_LOG)]
     if args.only:
         wanted = set(args.only.split(","))
         if wanted - set(TARGETS):
@@ -741,7 +792,7 @@ def main() -> int:
             print(f"bench: {len(cases)} configurations x {args.rounds} rounds x {args.seconds:g} s")
             runner.rounds(cases, args.rounds)
             peak = procs.memory_kb(list(running.gateways[DEFAULT].servers), "VmHWM")
-            gaps = idle_gaps(running, workdir, args.rounds)
+            gaps = [] if args.log_cost else idle_gaps(running, workdir, args.rounds)
             if sweep:
                 print(f"bench: sweep, {len(sweep)} configurations x {args.rounds} rounds")
                 runner.rounds(sweep, args.rounds)
@@ -787,10 +838,23 @@ def main() -> int:
         ]
     if soak_text:
         lines += ["### Soak", "", *soak_text, ""]
+    if any(c.gateway == NO_LOG for c in cases) and not args.log_cost:
+        lines += ["### The access log's cost", "", *log_cost(runner), ""]
+    if args.log_cost:  # a section of its own: the load section stays the full run's
+        lines = [
+            f"## The access log's cost ({date.today()})",
+            "",
+            f"Machine: {machine()}. Written by `python bench/load_bench.py --log-cost` "
+            f"({args.rounds} rounds of {args.seconds:g} s).",
+            "",
+            *table(runner, cases),
+            "",
+            *log_cost(runner),
+        ]
     report = "\n".join(lines)
     print(report)
     if args.write:
-        write_section(args.write, "load", report)
+        write_section(args.write, "access-log" if args.log_cost else "load", report)
     return 0
 
 
