@@ -83,14 +83,41 @@ def watched_paths(config: Config) -> list[str]:
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
-    """What of a change only a restart can apply: Envoy cannot move a listener."""
+    """What of a change only a restart can apply: whatever changes Envoy's listener. Envoy
+    cannot move a listener, and replacing one closes its connections at once, requests in
+    flight included (Envoy runs with --drain-time-s 0 for the graceful stop's sake; measured:
+    streams cut). So the listener's settings, and the filters some configs add to it (for
+    fail-over chains, for Azure OpenAI's api-version, for tracing), are fixed at start-up."""
     a, b = old.listener, new.listener
     if (a.address, a.port) != (b.address, b.port):
         return [
             f"{new.source}: the listener moved from {a.address}:{a.port} to "
             f"{b.address}:{b.port}: that needs a restart"
         ]
-    return []
+    problems = []
+    if a != b:
+        changed = [
+            f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)
+        ]
+        problems.append(
+            f"{new.source}: the listener's settings changed ({', '.join(changed)}): Envoy "
+            "would close its connections, requests in flight included; that needs a restart"
+        )
+    for what, before, after in (
+        ("fail-over chains", bool(old.chains), bool(new.chains)),
+        ("Azure OpenAI providers", _azure(old), _azure(new)),
+        ("tracing", getattr(old, "tracing", None), getattr(new, "tracing", None)),
+    ):
+        if before != after:
+            problems.append(
+                f"{new.source}: {what} added or removed (or changed): their filters are on "
+                "Envoy's listener; that needs a restart"
+            )
+    return problems
+
+
+def _azure(config: Config) -> bool:
+    return any(p.api_version is not None for p in config.providers)
 
 
 @dataclass(frozen=True)

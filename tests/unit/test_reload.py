@@ -156,6 +156,19 @@ def test_a_listener_move_needs_a_restart() -> None:
     (problem,) = restart_needed(old, moved)
     assert "127.0.0.1:12000 to 127.0.0.1:12001" in problem and "restart" in problem
     assert restart_needed(old, _config(BASE + EXTRA)) == []
+    # Whatever else changes Envoy's listener: replacing it would cut the requests in flight.
+    slower = _config(BASE.replace("port: 12000", "port: 12000\n    timeout: 90s"))
+    (problem,) = restart_needed(old, slower)
+    assert "settings changed (timeout_s)" in problem and "restart" in problem
+    azure = _config(
+        BASE
+        + """  - model: azure_openai/my-deployment
+    access_key: $NEW_KEY
+    base_url: https://x.openai.azure.com
+"""
+    )
+    (problem,) = restart_needed(old, azure)
+    assert "Azure OpenAI" in problem
 
 
 def test_envoy_keeps_what_was_removed_and_takes_what_was_added() -> None:
