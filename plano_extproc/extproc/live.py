@@ -101,7 +101,7 @@ class LiveConfig:
             self.config, self.service = result, service
             self.reloads += 1
             if old is not None and old is not service:
-                loop.call_later(RETIRE_S, old.close)
+                loop.call_later(RETIRE_S, self._retire, old)
             log.info(
                 "config reloaded from %s in %.2f s: %d provider(s), %d alias(es), %d route(s)%s",
                 result.source,
@@ -144,6 +144,12 @@ class LiveConfig:
             await self.reload()
         except Exception:
             log.exception("config reload failed; the previous config keeps serving")
+
+    def _retire(self, service: RouterService) -> None:
+        # Its model's memory goes with it: a reload per route change must not add up.
+        service.close()
+        if service in self._made:
+            self._made.remove(service)
 
     def close(self) -> None:
         for service in self._made:

@@ -283,7 +283,12 @@ class _Service:
         self.closed = True
 
 
-def test_live_config_swaps_for_new_streams_and_reuses_the_router(tmp_path: Path) -> None:
+def test_live_config_swaps_for_new_streams_and_reuses_the_router(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plano_extproc.extproc import live as live_module
+
+    monkeypatch.setattr(live_module, "RETIRE_S", 0.0)
     path = tmp_path / "plano.yaml"
     routes = """  - model: openai/gpt-5
     access_key: $OPENAI_API_KEY
@@ -324,6 +329,9 @@ def test_live_config_swaps_for_new_streams_and_reuses_the_router(tmp_path: Path)
         path.write_text(BASE + routes.replace("writing code", "writing and fixing code"))
         assert await live.reload()
         assert built == [installed[-1][0]] and installed[-1][1].name == "router 1"
+        await asyncio.sleep(0.01)
+        assert first.closed  # the replaced router is closed once no decision can wait on it
+        assert not installed[-1][1].closed
         # Broken: refused, the last good config stays installed.
         before = len(installed)
         path.write_text("llm_providers: 3\n")
