@@ -9,9 +9,11 @@ are the config and the key files it reads (``$VAR`` with ``VAR_FILE`` set). SIGH
 The order of a change across the two processes: Envoy first, then the server. A new provider
 must have its Envoy route and cluster before the server sends a request to it; a removed one
 must keep them until the server no longer does. So Envoy is given the union of what it had and
-the new config (``retained``) at once, the server switches next (in ``up`` on our SIGHUP once
-Envoy shows the new version; beside ``plano-extproc envoy`` after ``SETTLE_S``), and Envoy
-drops what was removed ``HOLD_S`` later.
+the new config (``retained``) at once; the server switches at once when Envoy's routes already
+cover everything the new config can send (``needs_envoy_first``: a key, an alias, a removal),
+else once Envoy shows the new version (in ``up`` on our SIGHUP; beside ``plano-extproc envoy``,
+which cannot tell it, ``SETTLE_S`` after it noticed the change); Envoy drops what was removed
+``HOLD_S`` later. What would change Envoy's listener is refused (``restart_needed``).
 """
 
 from __future__ import annotations
