@@ -86,6 +86,9 @@ ACCESS_LOG_METADATA = {
     "router_ms": ROUTER_MS_KEY,
     "chain": CHAIN_KEY,
 }
+# The gRPC metadata of Envoy's ext_proc call that carries the W3C trace context of its span
+# for the call, when the listener traces (envoy_config/tracing.py).
+TRACEPARENT = "traceparent"
 # The gRPC metadata of the upstream ext_proc stream that readies an attempt for a chain
 # member other than the decision's own: the chain's id.
 FALLBACK_METADATA = "x-plano-fallback"

@@ -28,6 +28,7 @@ from .model import (
     RouterSettings,
     RoutingPreference,
     Target,
+    Tracing,
 )
 from .parser import load_config, parse_config, parse_duration, parse_size
 
@@ -57,6 +58,7 @@ __all__ = [
     "RouterSettings",
     "RoutingPreference",
     "Target",
+    "Tracing",
     "bad_model_id",
     "load_config",
     "lookup",

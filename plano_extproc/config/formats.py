@@ -32,7 +32,6 @@ UNIMPLEMENTED_TOP = (
     "ratelimits",
     "state_storage",
     "system_prompt",
-    "tracing",
 )
 UNIMPLEMENTED_LISTENER = ("agents", "input_filters", "max_retries", "output_filters", "router")
 UNIMPLEMENTED_LEGACY_LISTENERS = ("ingress_traffic",)
@@ -45,6 +44,8 @@ UNIMPLEMENTED_ROUTING = (
     "session_ttl_seconds",
 )
 UNIMPLEMENTED_PREFERENCE = ("selection_policy",)
+# Plano's ``tracing`` keys beyond the collector's address and the sampling percentage.
+UNIMPLEMENTED_TRACING = ("exporters", "sampling_rate", "span_attributes", "trace_arch_internal")
 
 # Plano's ``provider_interface`` values -> the API the gateway speaks to that provider.
 # "claude" is Plano's name for Anthropic's Messages API; the others are OpenAI-compatible.

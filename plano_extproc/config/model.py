@@ -197,6 +197,21 @@ class Chain:
 
 
 @dataclass(frozen=True)
+class Tracing:
+    """Where spans go (an OTLP/gRPC collector, plaintext) and what share of requests is
+    traced: Plano's ``tracing`` section, its ``opentracing_grpc_endpoint`` and
+    ``random_sampling`` (a percentage)."""
+
+    host: str
+    port: int
+    sampling_percent: float = 100.0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Listener:
     address: str
     port: int
@@ -236,6 +251,8 @@ class Config:
     chain_of_route: Mapping[str, Chain] = field(default_factory=dict)
     # The files keys are read from ($VAR with VAR_FILE set): watched for a reload.
     key_files: tuple[str, ...] = ()
+    # Spans to an OTLP collector; None (no tracing section, or random_sampling 0): no tracing.
+    tracing: Tracing | None = None
 
     @property
     def clusters(self) -> dict[str, Endpoint]:

@@ -44,6 +44,7 @@ from .model import (
     RouterSettings,
     RoutingPreference,
     Target,
+    Tracing,
 )
 
 
@@ -141,7 +142,9 @@ _TOP_KEYS = (
     "model_aliases",
     "routing",
     "routing_preferences",
+    "tracing",
 )
+_TRACING_KEYS = ("opentracing_grpc_endpoint", "random_sampling")
 _ROUTING_KEYS = (
     "router",
     "model_dir",
@@ -256,7 +259,13 @@ class _Parser:
     def parse(self, data: object) -> Config:
         if data is None:
             data = {}
-        top = self.mapping(data, "", _TOP_KEYS, formats.UNIMPLEMENTED_TOP)
+        # A tracing section that names no collector is ignored, and said so with the rest.
+        tracing_section = data.get("tracing") if isinstance(data, dict) else None
+        names_collector = (
+            isinstance(tracing_section, dict) and "opentracing_grpc_endpoint" in tracing_section
+        )
+        ignored = formats.UNIMPLEMENTED_TOP + (() if names_collector else ("tracing",))
+        top = self.mapping(data, "", _TOP_KEYS, ignored)
         version = top.get("version")
         if version is not None and version not in formats.VERSIONS:
             self.error(
@@ -291,6 +300,7 @@ class _Parser:
         if routes and router.kind == "none":
             routes = []
         chains = self.chains(tables, aliases, routes)
+        tracing = self.tracing(top.get("tracing")) if names_collector else None
         if routes and not defaults:
             self.warn(
                 provider_key,
@@ -326,7 +336,48 @@ class _Parser:
             chain_of_alias=chains.of_alias,
             chain_of_route=chains.of_route,
             key_files=tuple(dict.fromkeys(self.key_files)),
+            tracing=tracing,
         )
+
+    def tracing(self, value: object) -> Tracing | None:
+        """Plano's ``tracing`` section: spans go to ``opentracing_grpc_endpoint`` (an OTLP/gRPC
+        collector, ``http://host:port``) for ``random_sampling`` percent of requests (100
+        unless given; 0 traces nothing). Without an endpoint nothing is traced (Plano would
+        send to localhost:4317, where its own CLI starts a collector; here a gateway never
+        sends anywhere it was not told): the section is named in the unimplemented keys'
+        warning, as it was before tracing was implemented."""
+        if value is None:
+            return None
+        raw = self.mapping(value, "tracing", _TRACING_KEYS, formats.UNIMPLEMENTED_TRACING)
+        sampling = raw.get("random_sampling", 100)
+        path = "tracing.random_sampling"
+        if isinstance(sampling, bool) or not isinstance(sampling, int | float):
+            self.error(path, f"must be a percentage from 0 to 100, got {_show(sampling)}")
+            return None
+        if not 0 <= sampling <= 100:
+            self.error(path, f"must be a percentage from 0 to 100, got {_show(sampling)}")
+            return None
+        path = "tracing.opentracing_grpc_endpoint"
+        text = raw["opentracing_grpc_endpoint"]
+        allowed = "an OTLP/gRPC collector's http://host:port, e.g. http://127.0.0.1:4317"
+        if not isinstance(text, str) or not text.strip():
+            self.error(path, f"must be {allowed}, got {_show(text)}")
+            return None
+        try:
+            parts = urlsplit(text.strip() if "//" in text else f"http://{text.strip()}")
+            port = parts.port
+        except ValueError as exc:
+            self.error(path, f"{exc}: must be {allowed}")
+            return None
+        if parts.scheme == "https":
+            self.error(path, "a collector over TLS is not supported yet: give http://host:port")
+            return None
+        if parts.scheme != "http" or not parts.hostname or parts.path.strip("/") or parts.query:
+            self.error(path, f"must be {allowed}, got {_show(text)}")
+            return None
+        if sampling == 0:
+            return None
+        return Tracing(host=parts.hostname, port=port or 4317, sampling_percent=float(sampling))
 
     def provider_key(self, top: Mapping[str, Any]) -> str:
         """Which key lists the providers: Plano's current one or its legacy one, never both

@@ -56,6 +56,7 @@ from .options import (
 from .ready import admin_cluster, ready_listener
 from .replies import local_replies
 from .routes import route_table
+from .tracing import collector_cluster, listener_tracing, request_ids
 
 __all__ = [
     "DEFAULT_ADMIN_SOCKET",
@@ -89,6 +90,8 @@ def render_bootstrap(config: Config, options: EnvoyOptions = DEFAULTS) -> dict[s
         provider_cluster(n, ep, options.ca_bundle, limit) for n, ep in config.clusters.items()
     ]
     clusters += chain_clusters(config, options, options.ca_bundle, limit)
+    if config.tracing is not None:
+        clusters.append(collector_cluster(config.tracing))
     listeners = [_listener(config, options)]
     if options.ready_port is not None:
         listeners.append(ready_listener(options, options.ready_port))
@@ -161,6 +164,9 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
             *access_logs(options),
             *(decision_stats() if options.decision_stats else []),
         ],
+        # Envoy's spans, with the decision as attributes (tracing.py); None: not rendered.
+        tracing=listener_tracing(config.tracing) if config.tracing is not None else None,
+        request_id_extension=request_ids() if config.tracing is not None else None,
     )
     return listener.Listener(
         name=LISTENER_STAT_PREFIX,

@@ -39,9 +39,10 @@ log = logging.getLogger("plano_extproc.h2grpc")
 
 Handler = Callable[[bytes], "bytes | Awaitable[bytes]"]
 # A new stream's handler, from the metadata its caller sent (the request headers that start
-# with x-plano-; the rest is gRPC's and HTTP/2's own).
+# with x-plano-, and the trace context Envoy sends when its listener traces; the rest is
+# gRPC's and HTTP/2's own).
 OpenStream = Callable[[Mapping[str, str]], Handler]
-_OUR_METADATA = b"x-plano-"
+_OUR_METADATA = (b"x-plano-", b"traceparent")
 
 
 class FinalAnswer(bytes):

@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -29,18 +29,33 @@ from ..decide import Pending
 from ..errors import ErrorReply
 from ..ops import endpoint, metrics
 from ..router import load_router
+from ..router.base import RouteChoice
 from ..router.conversation import reading_for
 from ..router.service import RouterService
 from ..translate import APIS, translator
-from ..wire import FALLBACK_METADATA, TRANSLATE_METADATA, envoy_body_limit
+from ..wire import (
+    CHAIN_KEY,
+    FALLBACK_METADATA,
+    METADATA_NAMESPACE,
+    MODEL_KEY,
+    PROVIDER_KEY,
+    ROUTE_KEY,
+    ROUTING_KEY,
+    TRACEPARENT,
+    TRANSLATE_METADATA,
+    envoy_body_limit,
+)
 from .decision_headers import DecisionHeadersProcessor, DecisionHeaderStreams
 from .fallback import FallbackAttempt
 from .h2grpc import UNAVAILABLE, CallError, FinalAnswer, H2GrpcServer, Limits, OpenStream
 from .health import Health, add_to_grpcio, h2_methods
 from .live import LiveConfig
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
-from .processor import Answer, Processor, error_response, request_body_span
+from .processor import Answer, Processor, SplicedAnswer, error_response, request_body_span
 from .response_translation import TranslatedResponse
+
+if TYPE_CHECKING:  # imported at run time only when tracing is configured (serve)
+    from ..ops.tracing import RouterTracer
 
 log = logging.getLogger("plano_extproc.server")
 
@@ -51,6 +66,8 @@ METHOD = f"/{SERVICE}/Process"
 INTERNAL_ERROR = ErrorReply(
     500, "The gateway failed to process this request.", type="server_error", code="internal_error"
 )
+# The decision's keys the router's span carries as plano.<key> (never the key, AUTH_KEY).
+ROUTER_SPAN_KEYS = (MODEL_KEY, PROVIDER_KEY, ROUTING_KEY, ROUTE_KEY, CHAIN_KEY)
 # Room for the protobuf framing around the largest body the listener accepts.
 _FRAMING_BYTES = 64 * 1024
 
@@ -126,19 +143,22 @@ class ExtProcService:
         serialized = answer.SerializeToString()
         return FinalAnswer(serialized) if last else serialized
 
-    def handle(self, payload: bytes, api: ClientApi = OPENAI_CHAT) -> bytes | Awaitable[bytes]:
+    def handle(
+        self, payload: bytes, api: ClientApi = OPENAI_CHAT, trace: str | None = None
+    ) -> bytes | Awaitable[bytes]:
         """The answer to one serialized ProcessingRequest of a request in ``api``, or an
         awaitable of it when the router must read the request first, or a helper process
-        its big body."""
+        its big body. ``trace``: the call's traceparent, where the router's span is made
+        (TracedExtProcService)."""
         try:
             if len(payload) > self._big_body:
                 span = request_body_span(payload)
                 if span is not None:
-                    return self._read_big(payload, span, api)
+                    return self._read_big(payload, span, api, trace)
             request = pb.ProcessingRequest.FromString(payload)
             response = self._processor.handle(request, api)
             if isinstance(response, Pending):
-                return self._route(response)
+                return self._route(response, trace=trace)
         except DecodeError as exc:
             # Not from Envoy (the port is open to local processes): one line, no traceback.
             log.warning("an ext_proc message that is not a ProcessingRequest: %s", exc)
@@ -154,7 +174,9 @@ class ExtProcService:
             return FinalAnswer(response.SerializeToString())
         return response.SerializeToString()
 
-    async def _read_big(self, payload: bytes, span: tuple[int, int], api: ClientApi) -> bytes:
+    async def _read_big(
+        self, payload: bytes, span: tuple[int, int], api: ClientApi, trace: str | None = None
+    ) -> bytes:
         assert self._reader is not None
         response: Answer
         try:
@@ -163,7 +185,7 @@ class ExtProcService:
             else:
                 answer = self._processor.decide(await self._reader.read(payload, span), api)
                 if isinstance(answer, Pending):
-                    return await self._route(answer, big=True)
+                    return await self._route(answer, big=True, trace=trace)
                 response = answer
         except ReaderFailed as exc:
             log.error("%s: answering 500", exc)
@@ -173,7 +195,7 @@ class ExtProcService:
             response = self._failed(api)
         return await self._final_big(response)
 
-    async def _route(self, pending: Pending, big: bool = False) -> bytes:
+    async def _route(self, pending: Pending, big: bool = False, trace: str | None = None) -> bytes:
         response: Answer
         try:
             choice = router_ms = None
@@ -182,11 +204,19 @@ class ExtProcService:
                 choice = await self._router.choose(pending.request.messages)
                 router_ms = (time.perf_counter() - started) * 1000  # for the access log
             response = self._processor.on_route_choice(pending, choice, router_ms)
+            if trace is not None and router_ms is not None:
+                self._trace_router(trace, router_ms, choice, response)
         except Exception:
             response = self._failed(pending.api)
         if big:
             return await self._final_big(response)
         return FinalAnswer(response.SerializeToString())
+
+    def _trace_router(
+        self, trace: str, router_ms: float, choice: RouteChoice | None, response: Answer
+    ) -> None:
+        """Overridden where the server traces (TracedExtProcService); never called else:
+        only a stream opened with a traceparent there has one."""
 
     @staticmethod
     async def _final_big(response: Answer) -> bytes:
@@ -203,6 +233,47 @@ class ExtProcService:
         log.exception("failed to process an ext_proc message")
         metrics.extproc_error(metrics.INTERNAL)
         return error_response(INTERNAL_ERROR, api)
+
+
+class TracedExtProcService(ExtProcService):
+    """The service where the config has tracing: a decision stream whose call carries
+    Envoy's trace context (a sampled request) gets the router's span, the child of Envoy's
+    span for the call. Without tracing ExtProcService serves as it is, with no check."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        router: RouterService | None,
+        reader: BodyReader | None,
+        tracer: RouterTracer,
+    ) -> None:
+        super().__init__(processor, router, reader)
+        self._tracer = tracer
+
+    def open_stream(self, metadata: Mapping[str, str]) -> Handler:
+        traceparent = metadata.get(TRACEPARENT)
+        if traceparent is None or TRANSLATE_METADATA in metadata or FALLBACK_METADATA in metadata:
+            return super().open_stream(metadata)
+        api = client_api(metadata.get(API_METADATA)) or OPENAI_CHAT
+        return functools.partial(self.handle, api=api, trace=traceparent)
+
+    def _trace_router(
+        self, trace: str, router_ms: float, choice: RouteChoice | None, response: Answer
+    ) -> None:
+        head = response.head if isinstance(response, SplicedAnswer) else response
+        decision = head.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+        attributes: dict[str, str | float] = {
+            f"plano.{key}": decision[key].string_value
+            for key in ROUTER_SPAN_KEYS
+            if key in decision
+        }
+        attributes["plano.router_ms"] = round(router_ms, 3)
+        if choice is not None:
+            attributes["plano.router.choice"] = choice.route
+            attributes["plano.router.confidence"] = round(choice.confidence, 4)
+        else:
+            attributes["plano.router.choice"] = "none"  # timed out or failed: the default
+        self._tracer.router_span(trace, router_ms, attributes)
 
 
 class Server(Protocol):
@@ -360,10 +431,14 @@ def _open_stream(
     router: RouterService | None,
     reader: BodyReader | None,
     decision_headers: bool,
+    tracer: RouterTracer | None = None,
 ) -> Callable[[Mapping[str, str]], Handler]:
     """What opens each of Envoy's streams: ours, whose metadata says what the stream is for;
-    or, at a mesh ingress, a decision read from the request's headers then its body."""
+    or, at a mesh ingress, a decision read from the request's headers then its body.
+    ``tracer``: the router's spans (the config has tracing)."""
     if not decision_headers:
+        if tracer is not None:
+            return TracedExtProcService(Processor(config), router, reader, tracer).open_stream
         return ExtProcService(Processor(config), router, reader).open_stream
     processor = DecisionHeadersProcessor(config)
     return DecisionHeaderStreams(ExtProcService(processor, router, reader), processor).open_stream
@@ -421,6 +496,13 @@ async def serve(
     reader = None
     live: LiveConfig | None = None
     reloading: list[asyncio.Task[None]] = []
+    tracer: RouterTracer | None = None
+    if config.tracing is not None:
+        # Only here is the OpenTelemetry SDK loaded. Fixed at start: a reload that turns
+        # tracing on or off, or moves the collector, reaches the server's spans at restart.
+        from ..ops.tracing import RouterTracer
+
+        tracer = RouterTracer(config.tracing)
     try:
         for server, address in zip(servers, (listen, health_listen), strict=False):
             port = await server.start()
@@ -448,7 +530,7 @@ async def serve(
         live = LiveConfig(
             config,
             service,
-            lambda c, s: _open_stream(c, s, reader, decision_headers),
+            lambda c, s: _open_stream(c, s, reader, decision_headers, tracer),
             servers[0].serve_ext_proc,
         )
         live.serve()
@@ -475,6 +557,8 @@ async def serve(
             reader.close()
         if service is not None:
             service.close()
+        if tracer is not None:
+            tracer.close()
 
 
 async def _drain(server: Server, drain_s: float) -> None:

@@ -209,7 +209,7 @@ def test_keys_plano_lacks_too_stay_errors() -> None:
     )
     assert errors_of(text) == [
         "plano.yaml:9: tracin: unknown key; allowed here: version, listeners, "
-        "model_providers, llm_providers, model_aliases, routing, routing_preferences",
+        "model_providers, llm_providers, model_aliases, routing, routing_preferences, tracing",
         "plano.yaml:3: listeners[0].prot: unknown key; allowed here: name, type, address, "
         "port, message_format, timeout, max_body_size, max_concurrent_requests, "
         "retry_after_max",
