@@ -386,3 +386,48 @@ def test_no_key_in_logs_stats_or_admin(running: Running) -> None:
             assert key.encode() not in text, f"{name}'s value in {where}"
             # Nor a recognisable piece of it (a log that cut it short, or escaped it).
             assert key[-16:].encode() not in text, f"part of {name} in {where}"
+
+
+@pytest.mark.parametrize("where", ["file", "off"])
+def test_the_log_goes_to_a_file_or_nowhere(tmp_path: Path, where: str) -> None:
+    """--access-log PATH: the lines go to that file (appended to), none to stdout; off: none
+    anywhere."""
+    with FakeOpenAI("al-small", api_key=KEYS["AL_OPENAI_KEY"]) as fake:
+        config = f"""
+listeners:
+  egress_traffic:
+    address: 127.0.0.1
+    port: {{port}}
+llm_providers:
+  - model: openai/gpt-5.2
+    access_key: $AL_OPENAI_KEY
+    base_url: {fake.base_url()}
+"""
+        path = tmp_path / "logs" / "access.log"
+        path.parent.mkdir()
+        path.write_text("an earlier line\n")
+        flag = str(path) if where == "file" else "off"
+        gateway = start_gateway(config, tmp_path, env=KEYS, extra_args=("--access-log", flag))
+        try:
+            ids = [f"al-file-{i}" for i in range(3)]
+            for request_id in ids:
+                response = httpx.post(
+                    gateway.url + "/v1/chat/completions",
+                    json=chat("openai/gpt-5.2"),
+                    headers={"x-request-id": request_id},
+                    timeout=10,
+                )
+                assert response.status_code == 200, response.text
+            time.sleep(2.5)  # two of Envoy's flushes (one a second)
+        finally:
+            gateway.stop()
+    stdout = gateway.log.read_text()
+    assert not [line for line in stdout.splitlines() if line.startswith("{")], stdout
+    first, *lines = path.read_text().splitlines()
+    assert first == "an earlier line"  # appended, not truncated
+    if where == "off":
+        assert lines == []
+    else:
+        assert [json.loads(line)["request_id"] for line in lines] == ids
+        assert all(json.loads(line)["model"] == "openai/gpt-5.2" for line in lines)
+    assert KEYS["AL_OPENAI_KEY"] not in path.read_text() + stdout
