@@ -10,7 +10,8 @@ count), errors (the server's, Envoy's, a provider's) and a chain that fails over
 each request has exactly one JSON line, with the exact decision, status and stream flag,
 and the upstream timings where a provider answered; and no configured key's value is in
 any line the gateway wrote (Envoy's and the server's, stdout and stderr), in its bootstrap,
-in Envoy's stats or in any of its admin pages.
+in Envoy's stats or in any of its admin pages. Two small gateways more: --access-log PATH
+(the lines appended to that file, none on stdout) and --access-log off.
 """
 
 from __future__ import annotations
