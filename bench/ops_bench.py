@@ -4,9 +4,10 @@ on against off, at 16 clients, in the same run, interleaved.
     python bench/ops_bench.py [--rounds 5] [--seconds 5] [--clients 16] [--write FILE]
 
 Gateways (`plano-extproc up`, one server worker, Envoy with one worker thread) in front of
-load_bench's fake provider (an Envoy answering a fixed chat.completion): one with nothing on
-(`--access-log off` where that flag exists), one with `--metrics-listen` only, and one with
-the metrics and the access log written to a file. While a gateway with metrics is measured,
+load_bench's fake provider (an Envoy answering a fixed chat.completion, with its usage): one
+with nothing on (`--access-log off` where that flag exists), one with `--metrics-listen`, one
+with the token counts too (`--token-stats`), and, where this checkout has the access log,
+each of those two with the access log written to a file. While a gateway with metrics is measured,
 its endpoint is scraped once a second (Prometheus' default is every 15 s or more: this is the
 pessimistic side). wrk sends a model-routed request (the hot path: only Envoy's per-request
 stats are added there) and a preference-routed one whose decision is cached (the server's
@@ -42,7 +43,8 @@ from results import machine, write_section  # noqa: E402
 
 from plano_extproc.envoy_config import envoy_binary  # noqa: E402
 
-OFF, METRICS, BOTH = "off", "metrics", "metrics + access log"
+OFF, METRICS, TOKENS = "off", "metrics", "metrics + tokens"
+BOTH, ALL = "metrics + access log", "metrics + tokens + access log"
 TARGETS = {"model-routed": ("openai/gpt-5.2", False), "preference, cached": (None, False)}
 
 
@@ -91,12 +93,14 @@ def gateways(workdir: Path, kinds: list[str], access_log: bool) -> Iterator[dict
             argv = [sys.executable, "-m", "plano_extproc", "up", str(config),
                     "--concurrency", "1", "--extproc-port", str(procs.free_ports(1))]  # fmt: skip
             metrics = None
+            if kind in (TOKENS, ALL):
+                argv += ["--token-stats"]
             if kind != OFF:
                 metrics_port = procs.free_port()
                 argv += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
                 metrics = f"http://127.0.0.1:{metrics_port}/metrics"
             if access_log:
-                log = str(workdir / f"access-{i}.log") if kind == BOTH else "off"
+                log = str(workdir / f"access-{i}.log") if kind in (BOTH, ALL) else "off"
                 argv += ["--access-log", log]
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             body = load_bench.chat_body("openai/gpt-5.2", 1000)
@@ -143,7 +147,7 @@ def main() -> int:
     args = parser.parse_args()
     loadgen.require("wrk")
     access_log = _has_access_log()
-    kinds = [OFF, METRICS, BOTH] if access_log else [OFF, METRICS]
+    kinds = [OFF, METRICS, TOKENS, BOTH, ALL] if access_log else [OFF, METRICS, TOKENS]
     cases = [(target, kind) for target in TARGETS for kind in kinds]
     rps: dict[tuple[str, str], list[float]] = defaultdict(list)
     p99: dict[tuple[str, str], list[float]] = defaultdict(list)

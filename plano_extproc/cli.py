@@ -257,6 +257,12 @@ def _envoy_options(parser: argparse.ArgumentParser) -> None:
         "metrics endpoint; up --metrics-listen turns them on (README, 'Metrics')",
     )
     parser.add_argument(
+        "--token-stats",
+        action="store_true",
+        help="with the per-request stats, count the tokens providers' JSON answers report, "
+        "by model (Envoy reads each answer: it costs; README, 'Metrics')",
+    )
+    parser.add_argument(
         "--access-log",
         default="/dev/stdout",
         metavar="PATH|off",
@@ -367,5 +373,6 @@ def _options(args: argparse.Namespace) -> EnvoyOptions:
         ready_port=args.ready_port,
         ready_address=args.ready_address,
         decision_stats=args.request_stats or getattr(args, "metrics_listen", None) is not None,
+        token_stats=args.token_stats,
         access_log=None if args.access_log == "off" else args.access_log,
     )

@@ -154,7 +154,7 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
                 else []
             ),
             # Last before the router: it reads the provider's own answer, before any translation.
-            *([token_usage_filter()] if options.decision_stats else []),
+            *([token_usage_filter()] if options.decision_stats and options.token_stats else []),
             # Providers need not see the client's Host (x-envoy-original-host), and clients
             # need not see Envoy's timing headers.
             http_filter("envoy.filters.http.router", router.Router(suppress_envoy_headers=True)),
@@ -162,7 +162,7 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         local_reply_config=local_replies(config.listener),
         access_log=[
             *access_logs(options),
-            *(decision_stats() if options.decision_stats else []),
+            *(decision_stats(options.token_stats) if options.decision_stats else []),
         ],
         # Envoy's spans, with the decision as attributes (tracing.py); None: not rendered.
         tracing=listener_tracing(config.tracing) if config.tracing is not None else None,

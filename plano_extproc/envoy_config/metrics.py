@@ -114,11 +114,11 @@ def _absent_is_none() -> xmatcher.Matcher:
     )
 
 
-def decision_stats() -> list[accesslog.AccessLog]:
+def decision_stats(tokens: bool = False) -> list[accesslog.AccessLog]:
     """The access log entries that count every request of the gateway listener: each a stats
     logger of its own, so that the upstream's times are read only where there was an upstream
-    and the token counts only where the answer reported them (a value that is not a number is
-    an error in Envoy's log)."""
+    and the token counts (``tokens``: read by ``token_usage_filter``) only where the answer
+    reported them (a value that is not a number is an error in Envoy's log)."""
     decision_tags = [
         stats.ConfigTag(name=tag, value_format=metadata_value(key), rules=_absent_is_none())
         for tag, key in (
@@ -142,7 +142,7 @@ def decision_stats() -> list[accesslog.AccessLog]:
         )
         for name, value in ((UPSTREAM_TIME, _UPSTREAM_TIME), (UPSTREAM_TTFB, _UPSTREAM_TTFB))
     ]
-    tokens = [
+    counts = [
         stats.ConfigCounter(
             stat=stats.ConfigStat(name=count, tags=decision_tags[:1]),
             value_format=f"%DYNAMIC_METADATA({USAGE_NAMESPACE}:{count})%",
@@ -162,7 +162,11 @@ def decision_stats() -> list[accesslog.AccessLog]:
     return [
         _stats_logger(stats.Config(stats_scope=_scope(), counters=[requests])),
         _stats_logger(stats.Config(stats_scope=_scope(), histograms=upstream), _UPSTREAM_SEEN),
-        _stats_logger(stats.Config(stats_scope=_scope(), counters=tokens), reported),
+        *(
+            [_stats_logger(stats.Config(stats_scope=_scope(), counters=counts), reported)]
+            if tokens
+            else []
+        ),
     ]
 
 

@@ -41,6 +41,9 @@ class EnvoyOptions:
     ready_address: str = "0.0.0.0"
     # Envoy's per-request stats for the metrics endpoint (metrics.py); off: none are kept.
     decision_stats: bool = False
+    # With them, the token counts of providers' JSON answers (metrics.py): each answer read
+    # and parsed by Envoy, which costs the hot path (bench/RESULTS.md, "Operating").
+    token_stats: bool = False
     # The file Envoy writes one JSON line per request to (access_log.py); None: no access log.
     access_log: str | None = DEFAULT_ACCESS_LOG
 

@@ -79,7 +79,7 @@ def metered(
         config_for(openai_fake, anthropic_fake, wildcard),
         tmp_path_factory.mktemp("metrics"),
         workers=2,
-        extra_args=("--metrics-listen", f"127.0.0.1:{metrics_port}"),
+        extra_args=("--metrics-listen", f"127.0.0.1:{metrics_port}", "--token-stats"),
     )
     yield gateway, f"http://127.0.0.1:{metrics_port}/metrics"
     gateway.stop()

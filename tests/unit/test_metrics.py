@@ -178,3 +178,17 @@ def test_rendered_with_request_stats_passes_envoy_validate(config) -> None:  # t
     text = render_yaml(config, EnvoyOptions(decision_stats=True))
     validate_with_envoy(text)
     assert yaml.safe_load(text)
+
+
+def test_token_counts_only_when_asked(config) -> None:  # type: ignore[no-untyped-def]
+    without = json.dumps(render_bootstrap(config, EnvoyOptions(decision_stats=True)))
+    assert "json_to_metadata" not in without and "plano_usage" not in without
+    with_tokens = json.dumps(
+        render_bootstrap(config, EnvoyOptions(decision_stats=True, token_stats=True))
+    )
+    assert "envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata" in with_tokens
+    assert "%DYNAMIC_METADATA(plano_usage:input_tokens)%" in with_tokens
+    # Alone, the token switch does nothing: the counters are the request stats'.
+    alone = json.dumps(render_bootstrap(config, EnvoyOptions(token_stats=True)))
+    assert "json_to_metadata" not in alone
+    validate_with_envoy(render_yaml(config, EnvoyOptions(decision_stats=True, token_stats=True)))
