@@ -77,14 +77,20 @@ def fakes() -> Iterator[tuple[FakeOpenAI, FakeAnthropic]]:
         anthropic.stop()
 
 
-def send(gateway: Gateway, request_id: str, model: str | None, text: str) -> httpx.Response:
+def send(
+    gateway: Gateway, request_id: str, model: str | None, text: str, **headers: str
+) -> httpx.Response:
     body: dict[str, object] = {"messages": [{"role": "user", "content": text}]}
     if model is not None:
         body["model"] = model
     response = httpx.post(
         gateway.url + "/v1/chat/completions",
         json=body,
-        headers={"x-request-id": request_id, "authorization": "Bearer client-key-never-fwd"},
+        headers={
+            "x-request-id": request_id,
+            "authorization": "Bearer client-key-never-fwd",
+            **headers,
+        },
         timeout=15,
     )
     assert response.status_code == 200, response.text
@@ -117,11 +123,21 @@ def test_spans_carry_the_decision_and_the_router_span_descends_from_envoys(
         routed = send(gateway, preference_id, None, POEM)
         assert routed.headers["x-plano-route"] == "creative_tasks"
         assert "opentelemetry" in rendered(gateway)
+        # A client's own trace context is continued: Envoy's span is its child.
+        client_trace, client_span = "1a2b3c4d5e6f70819a0b1c2d3e4f5061", "0f1e2d3c4b5a6978"
+        continued_id = f"tr-continued-{time.monotonic_ns()}"
+        send(
+            gateway,
+            continued_id,
+            "openai/gpt-5.2",
+            "hello",
+            traceparent=f"00-{client_trace}-{client_span}-01",
+        )
 
         def complete(spans: list[Received]) -> bool:
             ingress = [s for s in spans if s.span.name == INGRESS]
             routers = [s for s in spans if s.span.name == ROUTER_SPAN]
-            return len(ingress) >= 2 and len(routers) >= 1
+            return len(ingress) >= 3 and len(routers) >= 1
 
         spans = collector.wait_for(complete)
         # Envoy's request spans, by the request id it tags them with.
@@ -130,8 +146,12 @@ def test_spans_carry_the_decision_and_the_router_span_descends_from_envoys(
             for s in spans
             if s.service == GATEWAY_SERVICE and s.span.name == INGRESS
         }
-        assert set(requests) == {direct_id, preference_id}, [s.span.name for s in spans]
+        assert set(requests) == {direct_id, preference_id, continued_id}, [
+            s.span.name for s in spans
+        ]
         direct, preference = requests[direct_id], requests[preference_id]
+        continued = requests[continued_id]
+        assert (continued.trace_id, continued.parent_id) == (client_trace, client_span)
         decision = {k: v for k, v in direct.attributes.items() if k.startswith("plano.")}
         assert decision == {
             "plano.model": "openai/gpt-5.2",
