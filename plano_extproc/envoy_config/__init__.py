@@ -56,7 +56,7 @@ from .options import (
 from .ready import admin_cluster, ready_listener
 from .replies import local_replies
 from .routes import route_table
-from .tracing import collector_cluster, listener_tracing, request_ids
+from .tracing import collector_cluster, export_batching, listener_tracing, request_ids
 
 __all__ = [
     "DEFAULT_ADMIN_SOCKET",
@@ -100,6 +100,7 @@ def render_bootstrap(config: Config, options: EnvoyOptions = DEFAULTS) -> dict[s
         admin=bootstrap.Admin(address=_admin_address(options)),
         static_resources=bootstrap.BootstrapStaticResources(listeners=listeners, clusters=clusters),
         overload_manager=_connection_limit(),
+        layered_runtime=export_batching() if config.tracing is not None else None,
     )
     return cast(dict[str, object], rendered.to_dict(casing=Casing.SNAKE))
 

@@ -252,7 +252,13 @@ class TracedExtProcService(ExtProcService):
 
     def open_stream(self, metadata: Mapping[str, str]) -> Handler:
         traceparent = metadata.get(TRACEPARENT)
-        if traceparent is None or TRANSLATE_METADATA in metadata or FALLBACK_METADATA in metadata:
+        if (
+            traceparent is None
+            # A request Envoy did not sample (W3C flags, the last two hex digits, bit 0).
+            or not _sampled(traceparent)
+            or TRANSLATE_METADATA in metadata
+            or FALLBACK_METADATA in metadata
+        ):
             return super().open_stream(metadata)
         api = client_api(metadata.get(API_METADATA)) or OPENAI_CHAT
         return functools.partial(self.handle, api=api, trace=traceparent)
@@ -274,6 +280,13 @@ class TracedExtProcService(ExtProcService):
         else:
             attributes["plano.router.choice"] = "none"  # timed out or failed: the default
         self._tracer.router_span(trace, router_ms, attributes)
+
+
+def _sampled(traceparent: str) -> bool:
+    try:
+        return bool(int(traceparent[-2:], 16) & 1)
+    except ValueError:
+        return False
 
 
 class Server(Protocol):

@@ -150,6 +150,9 @@ def test_the_tracer_tags_each_span_with_one_decision_key_never_the_credential() 
         c for c in boot["static_resources"]["clusters"] if c["name"] == COLLECTOR_CLUSTER
     ]
     assert collector["type"] == "STRICT_DNS"
+    # Envoy exports in batches, not every fifth span.
+    (layer,) = boot["layered_runtime"]["layers"]
+    assert layer["static_layer"] == {"tracing.opentelemetry.min_flush_spans": 512.0}
     validate_with_envoy(render_yaml(config))
 
 
@@ -157,6 +160,7 @@ def test_without_tracing_nothing_is_rendered() -> None:
     boot: Any = render_bootstrap(parse(""))
     assert "tracing" not in manager(boot)
     assert "request_id_extension" not in manager(boot)
+    assert "layered_runtime" not in boot
     assert COLLECTOR_CLUSTER not in json.dumps(boot)
 
 
@@ -199,9 +203,11 @@ def test_a_decision_stream_with_a_traceparent_gets_the_router_span() -> None:
     handler = traced.open_stream({"traceparent": TRACEPARENT})
     assert isinstance(handler, functools.partial)
     assert handler.keywords["trace"] == TRACEPARENT
-    # No traceparent (Envoy did not sample it, or does not trace): the plain handler.
-    plain = traced.open_stream({})
-    assert "trace" not in getattr(plain, "keywords", {})
+    # No traceparent (Envoy does not trace), or one of a request it did not sample: the
+    # plain handler.
+    for metadata in ({}, {"traceparent": TRACEPARENT[:-2] + "00"}, {"traceparent": "junk"}):
+        plain = traced.open_stream(metadata)
+        assert "trace" not in getattr(plain, "keywords", {}), metadata
     # Without tracing the service is the plain one: no per-stream check at all.
     assert type(ExtProcService(Processor(config), None)) is ExtProcService
 
