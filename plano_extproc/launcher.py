@@ -83,7 +83,8 @@ def run_gateway(
                     # The first serves the one endpoint: every server's values and Envoy's.
                     server += ["--metrics-listen", metrics_listen]
                     server += ["--envoy-admin", _admin(options)]
-                servers.append(spawn(server, _metrics_env(shared, len(options.extproc))))
+                env = _metrics_env(shared, len(options.extproc), metrics_listen is not None)
+                servers.append(spawn(server, env))
             for host, port in options.extproc:
                 if not wait_until(functools.partial(_serving, host, port), servers, 30, signals):
                     if signals.requested:
@@ -136,10 +137,10 @@ def _metrics_dir() -> Iterator[str]:
         yield folder
 
 
-def _metrics_env(folder: str, servers: int) -> dict[str, str] | None:
+def _metrics_env(folder: str, servers: int, metrics: bool) -> dict[str, str] | None:
     """One server keeps its metrics in memory; several write them to ``folder``, where the
-    one serving the endpoint sums them."""
-    if servers == 1:
+    one serving the endpoint sums them (without an endpoint, nobody reads them: in memory)."""
+    if servers == 1 or not metrics:
         return None
     return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
 
