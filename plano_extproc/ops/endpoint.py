@@ -25,6 +25,10 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 # A scrape waits this long for Envoy's stats, then answers without them.
 ENVOY_TIMEOUT_S = 2.0
 _MAX_REQUEST = 8192
+# Connections served at once (more are closed at once), and how long one may take to send
+# its request.
+MAX_CLIENTS = 8
+REQUEST_TIMEOUT_S = 10.0
 
 
 async def envoy_stats(admin: str, timeout: float = ENVOY_TIMEOUT_S) -> bytes | None:
@@ -71,9 +75,18 @@ def _fetch(admin: str, timeout: float) -> bytes:
 def handler(
     admin: str | None, exposition: Callable[[], bytes] = metrics.exposition
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    clients = 0
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal clients
+        if clients >= MAX_CLIENTS:
+            # A scraper needs one connection; past a few, they are not scrapers (the port is
+            # on the pod's address): each would hold a read and an admin fetch.
+            writer.close()
+            return
+        clients += 1
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
             method, _, rest = head.partition(b" ")
             target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
             if method != b"GET" or target != PATH:
@@ -89,6 +102,7 @@ def handler(
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
+            clients -= 1
             writer.close()
 
     return serve

@@ -140,6 +140,34 @@ def test_the_endpoint_serves_get_metrics_only() -> None:
     assert b"plano_router_fallbacks_total" in answers[0]
 
 
+def test_the_endpoint_serves_a_few_connections_at_once() -> None:
+    async def scenario() -> tuple[bytes, bytes]:
+        server = await endpoint.start(f"127.0.0.1:{free_port()}", None)
+        port = server.sockets[0].getsockname()[1]
+        idle = [
+            await asyncio.open_connection("127.0.0.1", port) for _ in range(endpoint.MAX_CLIENTS)
+        ]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:  # closed at once, unanswered (a reset: the request was not read)
+            refused = await asyncio.wait_for(reader.read(), 5)
+        except ConnectionResetError:
+            refused = b""
+        for _, idle_writer in idle:
+            idle_writer.close()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        served = await asyncio.wait_for(reader.read(), 5)
+        server.close()
+        return refused, served
+
+    refused, served = asyncio.run(scenario())
+    assert refused == b""
+    assert served.startswith(b"HTTP/1.1 200")
+
+
 def test_envoy_stats_missing_admin_leaves_the_servers_metrics(tmp_path: Path) -> None:
     async def scenario() -> bytes | None:
         return await endpoint.envoy_stats(str(tmp_path / "no-such.sock"), timeout=0.5)
