@@ -82,9 +82,14 @@ def _workload(kind: str, name: str) -> kube.Manifest:
 
 
 def _secret_values(player: PodPlayer) -> dict[str, str]:
-    """The keys the ext_proc container was given (the Secret's placeholders)."""
+    """The keys the ext_proc container was given (the Secret's placeholders): as variables,
+    or as the files of its mounted Secret that VAR_FILE variables name."""
     server = next(r for r in player.running if r.container.argv[1:2] == ["serve"])
-    return {k: v for k, v in server.env.items() if k.endswith("_API_KEY")}
+    keys = {k: v for k, v in server.env.items() if k.endswith("_API_KEY")}
+    for name, path in server.env.items():
+        if name.endswith("_API_KEY_FILE"):
+            keys[name.removesuffix("_FILE")] = Path(path).read_text().strip()
+    return keys
 
 
 def exercise(player: PodPlayer, fakes: tuple[FakeOpenAI, FakeAnthropic]) -> None:

@@ -258,10 +258,18 @@ def test_the_extproc_server_has_every_key_its_config_names(tmp_path: Path) -> No
             continue
         config_file = tmp_path / "plano.yaml"
         config_file.write_text(_mounted_config(m, pod, c))
-        env = kube.environment(c, _beside(m))
+        # The mounted files (the Secret's keys) where this test can read them, and the
+        # environment's paths to them (VAR_FILE) moved the same way.
+        local = {}
+        for path, text in kube.volume_files(pod, c, _beside(m)).items():
+            local[path] = tmp_path / "mounts" / path.lstrip("/")
+            local[path].parent.mkdir(parents=True, exist_ok=True)
+            local[path].write_text(text)
+        env = {k: str(local.get(v, v)) for k, v in kube.environment(c, _beside(m)).items()}
         config = load_config(config_file, env)
         missing = {var for p in config.providers for var in p.missing_vars}
         assert not missing, f"{m.where} {c.name}: keys not given: {sorted(missing)}"
+        assert config.key_files, f"{m.where} {c.name}: keys not read from files (no rotation)"
 
 
 def test_the_rendered_envoy_config_holds_no_key(tmp_path: Path) -> None:
