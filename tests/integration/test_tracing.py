@@ -230,3 +230,35 @@ def test_without_tracing_nothing_is_rendered_or_sent(
     finally:
         gateway.stop()
         collector.stop()
+
+
+def test_a_sampled_share_of_requests_is_traced_and_only_those_by_the_server(
+    fakes: tuple[FakeOpenAI, FakeAnthropic], tmp_path: Path
+) -> None:
+    """At 10%, about one preference request in ten has Envoy's span, and the server makes a
+    router span for exactly those (the others' traceparent says not sampled)."""
+    collector = FakeCollector().start()
+    tracing = (
+        f"tracing:\n  random_sampling: 10\n  opentracing_grpc_endpoint: {collector.endpoint}\n"
+    )
+    gateway = start_gateway(config(*fakes, tracing), tmp_path, env=KEYS)
+    try:
+        with httpx.Client(timeout=15) as client:
+            for i in range(100):
+                answer = client.post(
+                    gateway.url + "/v1/chat/completions",
+                    json={"messages": [{"role": "user", "content": POEM}]},
+                    headers={"x-request-id": f"tr-sampled-{i}"},
+                )
+                assert answer.status_code == 200, answer.text
+        # Both exporters flush within 5 s; then nothing more arrives.
+        time.sleep(7)
+        spans = collector.snapshot()
+        ingress = {s.trace_id for s in spans if s.span.name == INGRESS}
+        routers = [s for s in spans if s.span.name == ROUTER_SPAN]
+        # 100 requests at 10%: 10 expected (sd 3); 0 or more than 30 is a sampling bug.
+        assert 1 <= len(ingress) <= 30, len(ingress)
+        assert sorted(s.trace_id for s in routers) == sorted(ingress)
+    finally:
+        gateway.stop()
+        collector.stop()

@@ -128,7 +128,17 @@ def test_the_tracer_tags_each_span_with_one_decision_key_never_the_credential() 
     )
     boot: Any = render_bootstrap(config)
     tracing = manager(boot)["tracing"]
-    assert tracing["random_sampling"] == {"value": 30.0}
+    # Every request reaches the tracer, whose sampler keeps 30%: a client's trace context
+    # decides for its own requests (parent based), the trace id for the others.
+    assert tracing["random_sampling"] == {"value": 100.0}
+    parent_based = tracing["provider"]["typed_config"]["sampler"]
+    assert parent_based["name"] == "envoy.tracers.opentelemetry.samplers.parent_based"
+    ratio = parent_based["typed_config"]["wrapped_sampler"]
+    assert ratio["name"] == "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based"
+    assert ratio["typed_config"]["sampling_percentage"] == {
+        "numerator": 300_000,
+        "denominator": "MILLION",
+    }
     assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
     assert tracing["provider"]["typed_config"]["grpc_service"]["envoy_grpc"] == {
         "cluster_name": COLLECTOR_CLUSTER
