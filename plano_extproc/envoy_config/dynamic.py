@@ -36,7 +36,7 @@ from .ready import ADMIN_CLUSTER, READY_LISTENER
 # validation: another third) are made once per class instead; every message is still
 # validated as before.
 _message: Any = betterproto2.Message
-if not hasattr(_message._type_hints, "cache_info"):
+if hasattr(_message, "_type_hints") and not hasattr(_message._type_hints, "cache_info"):
     _cached_hints: Any = functools.cache(_message._type_hints.__func__)
     _message._type_hints = classmethod(_cached_hints)
 
@@ -54,7 +54,10 @@ def _validate(self: Any) -> None:
     _validator(self.__class__).validate_python(fields)
 
 
-_message._validate = _validate
+# Only over the betterproto2 this was written against (0.9's Message._validate and
+# _is_pydantic): another version keeps its own, slower but correct.
+if hasattr(_message, "_validate") and hasattr(_message, "_is_pydantic"):
+    _message._validate = _validate
 
 
 # The folder of the xDS files, beside the bootstrap; and the files, by what each holds.
