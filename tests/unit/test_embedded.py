@@ -68,14 +68,7 @@ def assistant(text: str) -> dict[str, str]:
             "code_generation",
         ),
         ([user("Écris-moi un poème sur la mer en hiver")], "creative_writing"),
-        pytest.param(
-            [user("¿Me escribes una función en JavaScript que valide un email?")],
-            "code_generation",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known miss: a non-English request leans towards a translation route",
-            ),
-        ),
+        ([user("¿Me escribes una función en JavaScript que valide un email?")], "code_generation"),
         ([user("Translate into German: the meeting moved to Thursday")], "translation"),
         # The system prompt names another domain: the router follows the user.
         (
