@@ -99,10 +99,25 @@ def _pod_command(
         ports[flag] = free_port()
         args[at] = f"127.0.0.1:{ports[flag]}"
     assert "--decision-headers" in args
+    # The keys: files of the mounted Secret, which VAR_FILE variables name (written here with
+    # the test's keys), or variables from the Secret.
     env = {}
+    secret_mounts = {
+        m["mountPath"]: v["secret"]["secretName"]
+        for m in container["volumeMounts"]
+        for v in pod["volumes"]
+        if v["name"] == m["name"] and "secret" in v
+    }
     for var in container["env"]:
-        ref = var["valueFrom"]["secretKeyRef"]
-        env[var["name"]] = KEYS[ref["key"]]
+        if "valueFrom" in var:
+            env[var["name"]] = KEYS[var["valueFrom"]["secretKeyRef"]["key"]]
+            continue
+        folder, _, key = var["value"].rpartition("/")
+        assert var["name"].endswith("_FILE") and folder in secret_mounts, var
+        key_file = workdir / "keys" / key
+        key_file.parent.mkdir(exist_ok=True)
+        key_file.write_text(KEYS[key] + "\n")  # as a Secret's file may end
+        env[var["name"]] = str(key_file)
     return args, env, ports["--listen"], ports["--health-listen"]
 
 
