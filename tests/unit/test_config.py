@@ -137,7 +137,7 @@ def test_unknown_keys_are_located() -> None:
     )
     assert errors == [
         "plano.yaml:7: extra: unknown key; allowed here: version, listeners, model_providers, "
-        "llm_providers, model_aliases, routing, routing_preferences",
+        "llm_providers, model_aliases, routing, routing_preferences, tracing",
         "plano.yaml:3: listeners.egress_traffic.prot: unknown key; allowed here: address, port, "
         "message_format, timeout, max_body_size, max_concurrent_requests, retry_after_max",
         "plano.yaml:6: llm_providers[0].acess_key: unknown key; allowed here: model, access_key, "

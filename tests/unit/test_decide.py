@@ -382,6 +382,8 @@ def test_same_api_splices_the_model_into_the_clients_own_bytes(processor: Proces
             "model": "anthropic/claude-sonnet-4-5",
             "routing": "alias",
             "auth": "sk-a",  # x-api-key takes the bare key
+            "api": "anthropic",  # the client's API and stream flag, for the access log
+            "stream": True,
         }
     }  # and no plano_response: the response is not translated
     assert new == raw.replace(b'"creative-model"', b'"claude-sonnet-4-5"')
@@ -416,6 +418,8 @@ def test_an_anthropic_request_for_an_openai_provider_is_translated(processor: Pr
         "model": "openai/gpt-5.2",
         "routing": "alias",
         "auth": "Bearer sk-o",
+        "api": "anthropic",  # the client's API and stream flag, for the access log
+        "stream": True,
     }
     assert metadata["plano"] == decision
     assert metadata["plano_response"] == {"include_usage": False}  # not an OpenAI client's ask

@@ -393,6 +393,9 @@ def answer(processor: Processor, model: str) -> tuple[dict[str, Any], dict[str, 
     assert response.WhichOneof("response") == "request_body", response
     metadata = json_format.MessageToDict(response.dynamic_metadata)
     assert list(metadata) == ["plano"]
+    # The client's API and stream flag are the access log's (test_access_log checks them).
+    assert metadata["plano"].pop("api") == "openai"
+    assert metadata["plano"].pop("stream") is False
     common = response.request_body.response
     if not common.HasField("body_mutation"):
         return metadata["plano"], None
@@ -454,8 +457,9 @@ def test_distinct_wildcard_ids_do_not_grow_the_template_cache(processor: Process
     answer(processor, "gpt-5")
     answer(processor, "openai/gpt-4.1")
     cached = dict(processor._templates)
-    # One per (entry, routing, route): the wildcard's names no model id of its own.
-    assert list(cached) == [
+    # One per decision (entry, routing, route, chain; then the client's API and stream
+    # flag): the wildcard's names no model id of its own.
+    assert [key[:4] for key in cached] == [
         ("openai/gpt-5", "direct", None, None),
         ("openai/*", "direct", None, None),
     ]
@@ -466,7 +470,8 @@ def test_distinct_wildcard_ids_do_not_grow_the_template_cache(processor: Process
         assert got["model"] == f"openai/ft:gpt-4o:acme:{i}"
     assert processor._templates == cached
     # The cached template was copied, never written: it still names the first one's model.
-    assert "gpt-4.1" not in str(cached[("openai/*", "direct", None, None)])
+    (wildcard,) = [t for key, t in cached.items() if key[0] == "openai/*"]
+    assert "gpt-4.1" not in str(wildcard)
 
 
 # --- the Envoy routes -------------------------------------------------------------------------
