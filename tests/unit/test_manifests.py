@@ -606,13 +606,23 @@ def test_the_models_the_image_keeps_are_enough_for_the_router(
             else:
                 match.unlink()
     assert not (image_models / "_download").exists()
-    monkeypatch.setenv("PLANO_MODELS_DIR", str(image_models))
     config_file = tmp_path / "plano.yaml"
     configmap = kube.find([m for m in ALL if m.path.parent == kube.SIDECAR], "ConfigMap",
                           "plano-config")  # fmt: skip
     assert configmap is not None
     config_file.write_text(configmap.doc["data"]["plano.yaml"])
-    router = load_router(load_config(config_file, {}))
-    assert router is not None
-    choice = router.choose([{"role": "user", "content": "Write a poem about the sea at night"}])
-    assert choice.route == "creative_tasks"
+    # The router on what the image keeps decides as the router on everything make builds.
+    asks = [
+        [{"role": "user", "content": "Write a poem about the sea at night"}],
+        [{"role": "user", "content": "Prove that the square root of 2 is irrational."}],
+        [{"role": "user", "content": "Résume ce texte en trois phrases, s'il te plaît."}],
+    ]
+    choices = []
+    for models_dir in (built, image_models):
+        monkeypatch.setenv("PLANO_MODELS_DIR", str(models_dir))
+        router = load_router(load_config(config_file, {}))
+        assert router is not None
+        choices.append([router.choose(ask) for ask in asks])
+    for full, kept in zip(*choices, strict=True):
+        assert kept.route == full.route
+        assert kept.scores == pytest.approx(full.scores, abs=1e-6)
