@@ -26,7 +26,6 @@ import http.client
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from .envoy_config import (
 )
 from .envoy_config.dynamic import XDS_DIR, render_dynamic, write_xds
 from .processes import Child, StopSignals, reap_orphans, spawn, terminate
+from .unix_http import UnixHTTPConnection
 
 # Long enough for a long streamed answer to finish, short enough to fit Kubernetes' default
 # terminationGracePeriodSeconds (30) with the rest of a pod's stop.
@@ -118,20 +118,6 @@ def private_bootstrap(config: Config, options: EnvoyOptions) -> Iterator[tuple[E
             os.rmdir(workdir)
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket: how we reach an admin API no one else can."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 def admin_request(
     options: EnvoyOptions, method: str, path: str, timeout: float = 0.5
 ) -> tuple[int, bytes]:
@@ -140,7 +126,7 @@ def admin_request(
     if options.admin_port is not None:
         connection = http.client.HTTPConnection("127.0.0.1", options.admin_port, timeout=timeout)
     else:
-        connection = _UnixHTTPConnection(options.admin_socket or DEFAULT_ADMIN_SOCKET, timeout)
+        connection = UnixHTTPConnection(options.admin_socket or DEFAULT_ADMIN_SOCKET, timeout)
     try:
         connection.request(method, path)
         response = connection.getresponse()

@@ -34,7 +34,7 @@ from ..wire import envoy_body_limit
 from .access_log import access_logs
 from .binary import envoy_binary, system_ca_bundle, validate_with_envoy
 from .clusters import EXTPROC_CLUSTER, extproc_cluster, provider_cluster
-from .common import address, http_filter
+from .common import address, http_filter, manager_chains
 from .fallback import chain_clusters
 from .filters import (
     HEADER_MUTATION,
@@ -175,14 +175,5 @@ def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:
         # This bounds the BUFFERED body: the limit passed, one byte more was Envoy's 413. The
         # server refuses bodies over max_body_size itself (envoy_body_limit says why).
         per_connection_buffer_limit_bytes=envoy_body_limit(config.listener.max_body_bytes),
-        filter_chains=[
-            listener.FilterChain(
-                filters=[
-                    listener.Filter(
-                        name="envoy.filters.network.http_connection_manager",
-                        typed_config=Any.pack(manager),
-                    )
-                ]
-            )
-        ],
+        filter_chains=manager_chains(manager),
     )

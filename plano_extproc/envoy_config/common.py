@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from envoy_data_plane.envoy.config.core import v3 as core
+from envoy_data_plane.envoy.config.listener import v3 as listener
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.type.matcher.v3 import (
     MetadataMatcher,
@@ -82,3 +83,17 @@ def error_struct(
 
 def http_filter(name: str, config: object) -> hcm.HttpFilter:
     return hcm.HttpFilter(name=name, typed_config=Any.pack(config))
+
+
+def manager_chains(manager: hcm.HttpConnectionManager) -> list[listener.FilterChain]:
+    """A listener's one filter chain: ``manager`` serving HTTP on every connection."""
+    return [
+        listener.FilterChain(
+            filters=[
+                listener.Filter(
+                    name="envoy.filters.network.http_connection_manager",
+                    typed_config=Any.pack(manager),
+                )
+            ]
+        )
+    ]

@@ -21,9 +21,8 @@ from envoy_data_plane.envoy.config.route import v3 as route
 from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
-from envoy_data_plane.google.protobuf import Any
 
-from .common import address, http_filter
+from .common import address, http_filter, manager_chains
 from .options import DEFAULT_ADMIN_SOCKET, EnvoyOptions
 
 READY_LISTENER = "ready"
@@ -77,16 +76,7 @@ def ready_listener(options: EnvoyOptions, port: int) -> listener.Listener:
         name=READY_LISTENER,
         address=address(options.ready_address, port),
         per_connection_buffer_limit_bytes=_BUFFER_LIMIT,
-        filter_chains=[
-            listener.FilterChain(
-                filters=[
-                    listener.Filter(
-                        name="envoy.filters.network.http_connection_manager",
-                        typed_config=Any.pack(manager),
-                    )
-                ]
-            )
-        ],
+        filter_chains=manager_chains(manager),
     )
 
 

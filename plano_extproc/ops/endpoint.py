@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 
+from ..unix_http import UnixHTTPConnection
 from . import metrics
 
 log = logging.getLogger("plano_extproc.metrics")
@@ -43,21 +43,9 @@ async def envoy_stats(admin: str, timeout: float = ENVOY_TIMEOUT_S) -> bytes | N
         return None
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 def _fetch(admin: str, timeout: float) -> bytes:
     if admin.startswith("/"):
-        connection: http.client.HTTPConnection = _UnixConnection(admin, timeout)
+        connection: http.client.HTTPConnection = UnixHTTPConnection(admin, timeout)
     else:
         host, port = admin.rsplit(":", 1)
         connection = http.client.HTTPConnection(host, int(port), timeout=timeout)

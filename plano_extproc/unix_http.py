@@ -1,0 +1,21 @@
+"""HTTP/1.1 over a Unix socket: how the gateway reaches an Envoy admin API that no other
+user can (the runner's admin requests, the metrics endpoint's stats scrape)."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An http.client connection whose transport is the Unix socket at ``path``."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
