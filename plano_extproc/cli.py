@@ -290,24 +290,21 @@ def _render(config: Config, args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    from .extproc.server import DEFAULT_DRAIN_S, serve
+    from .extproc.server import DEFAULT_DRAIN_S, ServeOptions, serve
     from .router import RouterLoadError
 
-    drain_s = DEFAULT_DRAIN_S if args.drain_seconds is None else args.drain_seconds
+    options = ServeOptions(
+        listen=args.listen,
+        engine=args.engine,
+        health_listen=args.health_listen,
+        drain_s=DEFAULT_DRAIN_S if args.drain_seconds is None else args.drain_seconds,
+        decision_headers=args.decision_headers,
+        watch=not args.no_watch,
+        metrics_listen=args.metrics_listen,
+        envoy_admin=args.envoy_admin,
+    )
     try:
-        asyncio.run(
-            serve(
-                config,
-                args.listen,
-                engine=args.engine,
-                health_listen=args.health_listen,
-                drain_s=drain_s,
-                decision_headers=args.decision_headers,
-                watch=not args.no_watch,
-                metrics_listen=args.metrics_listen,
-                envoy_admin=args.envoy_admin,
-            )
-        )
+        asyncio.run(serve(config, options))
     except RouterLoadError as exc:
         print(f"error: cannot load the router: {exc}", file=sys.stderr)
         return 1

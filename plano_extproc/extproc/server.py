@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import grpc
@@ -463,31 +464,35 @@ DEFAULT_DRAIN_S = 25.0
 STOP_GRACE_S = 5.0
 
 
-async def serve(
-    config: Config,
-    listen: str,
-    ready: asyncio.Event | None = None,
-    engine: Engine = "h2",
-    health_listen: str | None = None,
-    drain_s: float = DEFAULT_DRAIN_S,
-    decision_headers: bool = False,
-    watch: bool = True,
-    metrics_listen: str | None = None,
-    envoy_admin: str | None = None,
-) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """How ``plano-extproc serve`` runs: its command-line options, in one place."""
+
+    listen: str  # host:port of the ext_proc service (and the health service)
+    engine: Engine = "h2"
+    # A second address that serves the health service alone (Kubernetes probes the pod's
+    # address, where the ext_proc port, whose answers carry provider keys, must not be).
+    health_listen: str | None = None
+    drain_s: float = DEFAULT_DRAIN_S  # on SIGTERM, how long Envoy may take to leave
+    decision_headers: bool = False  # the mesh-ingress mode (decision_headers.py)
+    watch: bool = True  # reload on a change of the config or key files (SIGHUP always)
+    # The gateway's scrape endpoint (ops/endpoint.py), with Envoy's stats read from its
+    # admin API at envoy_admin (a socket's path or 127.0.0.1:PORT).
+    metrics_listen: str | None = None
+    envoy_admin: str | None = None
+
+
+async def serve(config: Config, options: ServeOptions, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM.
 
     The port opens at once with the health service NOT_SERVING (ext_proc calls get
-    UNAVAILABLE) while the router loads; SERVING once it has. ``health_listen``: a second
-    address that serves the health service alone (Kubernetes probes the pod's address,
-    where the ext_proc port, whose answers carry provider keys, must not be).
+    UNAVAILABLE) while the router loads; SERVING once it has.
 
     SIGTERM drains: NOT_SERVING at once, ext_proc still served until every client
     connection has gone (Envoy has drained and exited) or ``drain_s`` passed; then the
-    calls in flight get ``STOP_GRACE_S`` to finish. SIGINT (Ctrl-C) skips the wait.
-
-    ``metrics_listen``: the gateway's scrape endpoint (ops/endpoint.py), with Envoy's stats
-    read from its admin API at ``envoy_admin`` (a socket's path or 127.0.0.1:PORT)."""
+    calls in flight get ``STOP_GRACE_S`` to finish. SIGINT (Ctrl-C) skips the wait."""
+    listen, engine, health_listen = options.listen, options.engine, options.health_listen
+    metrics_listen, decision_headers = options.metrics_listen, options.decision_headers
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     drain = False
@@ -528,7 +533,7 @@ async def serve(
                 port,
             )
         if metrics_listen is not None:
-            scrape = await endpoint.start(metrics_listen, envoy_admin)
+            scrape = await endpoint.start(metrics_listen, options.envoy_admin)
             log.info("metrics on http://%s/metrics", metrics_listen)
         # Loaded off the event loop: health checks are answered meanwhile. A model that
         # cannot load stops the server (RouterLoadError).
@@ -547,7 +552,7 @@ async def serve(
             servers[0].serve_ext_proc,
         )
         live.serve()
-        reloading = live.start(watch)
+        reloading = live.start(options.watch)
         if not stop.is_set():
             health.serving()
             log.info("ext_proc server serving")
@@ -556,7 +561,7 @@ async def serve(
         await stop.wait()
         health.stop()
         if drain:
-            await _drain(servers[0], drain_s)
+            await _drain(servers[0], options.drain_s)
     finally:
         if scrape is not None:
             scrape.close()

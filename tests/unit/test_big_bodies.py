@@ -26,7 +26,7 @@ from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import Config, parse_config
 from plano_extproc.extproc.offload import BodyReader
 from plano_extproc.extproc.processor import Processor
-from plano_extproc.extproc.server import METHOD, ExtProcService, serve
+from plano_extproc.extproc.server import METHOD, ExtProcService, ServeOptions, serve
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.router.conversation import reading_for
 from plano_extproc.wire import METADATA_NAMESPACE, ROUTER_MS_KEY
@@ -322,7 +322,7 @@ def test_serve_starts_a_helper_only_when_a_body_can_be_big(limit: str, helpers: 
     async def run() -> int:
         before = set(multiprocessing.active_children())
         ready = asyncio.Event()
-        serving = asyncio.create_task(serve(config, "127.0.0.1:0", ready))
+        serving = asyncio.create_task(serve(config, ServeOptions("127.0.0.1:0"), ready))
         await ready.wait()
         started = len(set(multiprocessing.active_children()) - before)
         os.kill(os.getpid(), signal.SIGTERM)  # what stops serve()

@@ -20,7 +20,7 @@ from plano_extproc._proto import ext_proc_pb2 as pb
 from plano_extproc.config import Config, parse_config
 from plano_extproc.extproc import server as server_module
 from plano_extproc.extproc.health import EXT_PROC_SERVICE, probe
-from plano_extproc.extproc.server import ENGINES, METHOD, Engine, serve
+from plano_extproc.extproc.server import ENGINES, METHOD, Engine, ServeOptions, serve
 from tests.fakes import free_ports
 
 pytestmark = pytest.mark.unit
@@ -60,10 +60,13 @@ async def running(
     task = asyncio.create_task(
         serve(
             config,
-            f"127.0.0.1:{port}",
-            engine=engine,
-            health_listen=f"127.0.0.1:{health_port}" if health_listen else None,
-            drain_s=drain_s,
+            ServeOptions(
+                f"127.0.0.1:{port}",
+                engine=engine,
+                health_listen=f"127.0.0.1:{health_port}" if health_listen else None,
+                drain_s=drain_s,
+                watch=False,
+            ),
         )
     )
     target = f"127.0.0.1:{port}"
