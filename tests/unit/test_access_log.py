@@ -23,27 +23,21 @@ from plano_extproc.envoy_config.options import DEFAULT_ACCESS_LOG, DEFAULTS
 from plano_extproc.extproc.processor import Processor
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.wire import ACCESS_LOG_METADATA, AUTH_KEY, METADATA_NAMESPACE
+from tests.configs import LISTENER, TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
 
-CONFIG = """
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: 12000
-llm_providers:
-  - model: openai/gpt-5.2
-    access_key: $OPENAI_API_KEY
-    default: true
-  - model: anthropic/claude-sonnet-4-5
-    access_key: $ANTHROPIC_API_KEY
-    routing_preferences:
+CONFIG = (
+    LISTENER
+    + TWO_PROVIDERS
+    + """    routing_preferences:
       - name: creative_tasks
         description: creative writing
   - model: openai/gpt-p
     access_key: $OPENAI_API_KEY
     fallbacks: [anthropic/claude-sonnet-4-5]
 """
+)
 ENV = {"OPENAI_API_KEY": "sk-unit-openai", "ANTHROPIC_API_KEY": "sk-unit-anthropic"}
 
 

@@ -34,21 +34,11 @@ from plano_extproc.envoy_runner import (
     stat_value,
 )
 from plano_extproc.processes import StopSignals, spawn, terminate, wait_until
+from tests.configs import LISTENER, TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
 
-CONFIG = """
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: 12000
-llm_providers:
-  - model: openai/gpt-5.2
-    access_key: $OPENAI_API_KEY
-    default: true
-  - model: anthropic/claude-sonnet-4-5
-    access_key: ${ANTHROPIC_API_KEY}
-"""
+CONFIG = LISTENER + TWO_PROVIDERS
 
 
 # -- Envoy's command line and environment

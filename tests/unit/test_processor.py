@@ -14,23 +14,20 @@ from plano_extproc.errors import ErrorReply
 from plano_extproc.extproc.processor import Processor, SplicedAnswer, request_body_span
 from plano_extproc.resolve import attach_body, read_chat_request
 from plano_extproc.router.conversation import reading_for
+from tests.configs import TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
 
-CONFIG = """
-llm_providers:
-  - model: openai/gpt-5.2
-    access_key: $OPENAI_API_KEY
-    default: true
-  - model: anthropic/claude-sonnet-4-5
-    access_key: ${ANTHROPIC_API_KEY}
-  - model: ollama/llama3
+CONFIG = (
+    TWO_PROVIDERS
+    + """  - model: ollama/llama3
   - model: groq/llama-3.3-70b
     access_key: $GROQ_KEY
 model_aliases:
   fast-model:
     target: gpt-5.2
 """
+)
 
 
 @pytest.fixture

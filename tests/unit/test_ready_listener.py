@@ -10,19 +10,11 @@ import pytest
 from plano_extproc.config import Config, parse_config
 from plano_extproc.envoy_config import EnvoyOptions, render_bootstrap, render_yaml
 from plano_extproc.envoy_config import validate_with_envoy as envoy_validates
+from tests.configs import LISTENER, OPENAI_DEFAULT
 
 pytestmark = pytest.mark.unit
 
-CONFIG = """
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: 12000
-llm_providers:
-  - model: openai/gpt-5.2
-    access_key: $OPENAI_API_KEY
-    default: true
-"""
+CONFIG = LISTENER + OPENAI_DEFAULT
 
 
 def config() -> Config:

@@ -35,21 +35,11 @@ from plano_extproc.ops.reload import (
     restart_needed,
     retained,
 )
+from tests.configs import LISTENER, TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
 
-BASE = """
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: 12000
-llm_providers:
-  - model: openai/gpt-5.2
-    access_key: $OPENAI_API_KEY
-    default: true
-  - model: anthropic/claude-sonnet-4-5
-    access_key: ${ANTHROPIC_API_KEY}
-"""
+BASE = LISTENER + TWO_PROVIDERS
 EXTRA = """  - model: openai/gpt-new
     access_key: $NEW_KEY
     base_url: http://127.0.0.1:9/v1

@@ -11,23 +11,20 @@ import pytest
 from plano_extproc.cli import main
 from plano_extproc.config import parse_config
 from plano_extproc.explain import route_lines
+from tests.configs import TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
 
-CONFIG = """
-llm_providers:
-  - model: openai/gpt-5.2
-    access_key: $OPENAI_API_KEY
-    default: true
-  - model: anthropic/claude-sonnet-4-5
-    access_key: $ANTHROPIC_API_KEY
-    routing_preferences:
+CONFIG = (
+    TWO_PROVIDERS
+    + """    routing_preferences:
       - name: creative_writing
         description: writing stories, poems and song lyrics
 model_aliases:
   fast-model:
     target: gpt-5.2
 """
+)
 
 
 def run(lines: list[str], *, explain: bool = False) -> tuple[int, list[dict[str, object]]]:

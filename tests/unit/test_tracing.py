@@ -21,21 +21,18 @@ from plano_extproc.extproc.processor import Processor
 from plano_extproc.extproc.server import ExtProcService, TracedExtProcService
 from plano_extproc.router.base import RouteChoice
 from plano_extproc.wire import AUTH_KEY, METADATA_NAMESPACE
+from tests.configs import TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = """
-llm_providers:
-  - model: openai/gpt-5.2
-    access_key: $OPENAI_API_KEY
-    default: true
-  - model: anthropic/claude-sonnet-4-5
-    access_key: $ANTHROPIC_API_KEY
-    routing_preferences:
+BASE = (
+    TWO_PROVIDERS
+    + """    routing_preferences:
       - name: creative_tasks
         description: creative writing
 """
+)
 ENV = {"OPENAI_API_KEY": "sk-unit-openai", "ANTHROPIC_API_KEY": "sk-unit-anthropic"}
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
