@@ -83,29 +83,52 @@ def start_gateway(
         start_new_session=True,
     )
     gateway = Gateway(port, process, log, config)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited {process.returncode}:\n{log.read_text()}")
-        started = re.search(rb"plano gateway listening on .* bootstrap (\S+)\)", log.read_bytes())
-        if started:
-            # Every bootstrap a test runs also passes `envoy --mode validate`.
-            validate_with_envoy(Path(started.group(1).decode()).read_text())
-            return gateway
-        time.sleep(0.1)
+    if started_bootstrap(process, log, "gateway", b"plano gateway listening", 60) is not None:
+        return gateway
     gateway.stop()
     raise RuntimeError(f"gateway did not start:\n{log.read_text()}")
 
 
-def config_for(openai_fake: FakeProvider, anthropic_fake: FakeProvider, extra: str = "") -> str:
-    return f"""
+def started_bootstrap(
+    process: subprocess.Popen[bytes], log: Path, what: str, banner: bytes, seconds: float
+) -> Path | None:
+    """The bootstrap ``process`` (``what``: the gateway, or the envoy command) names in its
+    ``banner`` line once it listens, after it passed `envoy --mode validate`, as every
+    bootstrap a test runs does; None if it does not listen within ``seconds``. Raises if it
+    exits first."""
+    listening = re.compile(re.escape(banner) + rb" on .* bootstrap (\S+)\)")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited {process.returncode}:\n{log.read_text()}")
+        started = listening.search(log.read_bytes())
+        if started:
+            bootstrap = Path(started.group(1).decode())
+            validate_with_envoy(bootstrap.read_text())
+            return bootstrap
+        time.sleep(0.1)
+    return None
+
+
+def listener_yaml(max_body_size: str | None = None) -> str:
+    """The config's listener section as the tests write it: on the port start_gateway picks
+    (its ``{port}`` placeholder), with a 10 s timeout, and a body limit when one is given."""
+    text = """
 listeners:
   egress_traffic:
     address: 127.0.0.1
-    port: {{port}}
+    port: {port}
     timeout: 10s
-    max_body_size: 2MiB
-llm_providers:
+"""
+    if max_body_size is not None:
+        text += f"    max_body_size: {max_body_size}\n"
+    return text
+
+
+def config_for(openai_fake: FakeProvider, anthropic_fake: FakeProvider, extra: str = "") -> str:
+    return (
+        listener_yaml("2MiB")
+        + f"""llm_providers:
   - model: openai/gpt-5.2
     access_key: $FAKE_OPENAI_KEY
     base_url: {openai_fake.base_url()}
@@ -132,6 +155,7 @@ model_aliases:
   creative-model:
     target: claude-sonnet-4-5
 """
+    )
 
 
 @pytest.fixture(scope="session")

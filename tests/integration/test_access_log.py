@@ -31,7 +31,7 @@ from plano_extproc.envoy_config import EnvoyOptions
 from plano_extproc.envoy_runner import admin_get
 from tests.fake_providers import Failure, FakeAnthropic, FakeOpenAI
 
-from .conftest import Gateway, start_gateway
+from .conftest import Gateway, listener_yaml, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -82,13 +82,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         FakeAnthropic("al-anthropic", api_key=KEYS["AL_ANTHROPIC_KEY"]).start(),
         FakeOpenAI("al-fallback", api_key=KEYS["AL_FALLBACK_KEY"]).start(),
     )
-    config = f"""
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: {{port}}
-    timeout: 10s
-llm_providers:
+    config = (
+        listener_yaml()
+        + f"""llm_providers:
   - model: openai/gpt-5.2
     access_key: $AL_OPENAI_KEY
     base_url: {fakes.openai.base_url()}
@@ -116,6 +112,7 @@ model_aliases:
   fast-model:
     target: gpt-5.2
 """
+    )
     tmp = tmp_path_factory.mktemp("access-log")
     gateway = start_gateway(config, tmp, env=KEYS)
     try:

@@ -27,7 +27,7 @@ import pytest
 
 from tests.fake_providers import FakeAnthropic, FakeOpenAI, Reply, ToolCall
 
-from .conftest import KEYS, Gateway, start_gateway
+from .conftest import KEYS, Gateway, listener_yaml, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -102,13 +102,9 @@ class Fakes:
 
 
 def gateway_config(fakes: Fakes, routing: str) -> str:
-    return f"""
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: {{port}}
-    timeout: 10s
-llm_providers:
+    return (
+        listener_yaml()
+        + f"""llm_providers:
   - model: anthropic/{NAMED}
     access_key: $FAKE_ANTHROPIC_KEY
     base_url: {fakes.anthropic.base_url()}
@@ -131,6 +127,7 @@ llm_providers:
     default: true
 {routing}
 """
+    )
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from tests.fake_providers import (
 )
 from tests.fakes import free_port
 
-from .conftest import KEYS, Gateway, start_gateway
+from .conftest import KEYS, Gateway, listener_yaml, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -179,14 +179,9 @@ def ant() -> Iterator[RecutAnthropic]:
 def gateway(
     oai: RecutOpenAI, ant: RecutAnthropic, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    config = f"""
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: {{port}}
-    timeout: 10s
-    max_body_size: {MAX_BODY // 1024}KiB
-llm_providers:
+    config = (
+        listener_yaml(f"{MAX_BODY // 1024}KiB")
+        + f"""llm_providers:
   - model: openai/{GPT}
     access_key: $FAKE_OPENAI_KEY
     base_url: {oai.base_url()}
@@ -206,6 +201,7 @@ model_aliases:
   {ALIAS[ANTHROPIC]}:
     target: {CLAUDE}
 """
+    )
     gw = start_gateway(config, tmp_path_factory.mktemp("four-paths"))
     yield gw
     gw.stop()

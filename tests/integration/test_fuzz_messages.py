@@ -45,7 +45,7 @@ from tests.api_vocabulary import (
 )
 from tests.fake_providers import FakeAnthropic, FakeOpenAI, _ApiError, thinking_signature
 
-from .conftest import KEYS, Gateway, start_gateway
+from .conftest import KEYS, Gateway, listener_yaml, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -175,14 +175,9 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def gw(ant: Anthropic, oai: OpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
-    config = f"""
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: {{port}}
-    timeout: 10s
-    max_body_size: {MAX_BODY // 1024}KiB
-llm_providers:
+    config = (
+        listener_yaml(f"{MAX_BODY // 1024}KiB")
+        + f"""llm_providers:
   - model: {NATIVE}
     access_key: $FAKE_ANTHROPIC_KEY
     base_url: {ant.base_url()}
@@ -206,6 +201,7 @@ model_aliases:
 routing:
   route_named_models: ["claude-*"]
 """
+    )
     gateway = start_gateway(config, tmp_path_factory.mktemp("fuzz-messages"))
     watched = Watched(gateway)
     yield watched

@@ -24,11 +24,10 @@ import httpx
 import openai
 import pytest
 
-from plano_extproc.envoy_config import validate_with_envoy
 from tests.fake_providers import FakeOpenAI, Recorded, Reply
 from tests.fakes import free_port
 
-from .conftest import KEYS, start_gateway
+from .conftest import KEYS, start_gateway, started_bootstrap
 from .test_lifecycle import alive, children_of, wait_gone
 
 pytestmark = pytest.mark.integration
@@ -363,17 +362,10 @@ def start_envoy(extproc: Extproc, tmp_path: Path, *args: str) -> EnvoyCommand:
         start_new_session=True,
     )
     command = EnvoyCommand(process, log, port, ready_port)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"envoy exited {process.returncode}:\n{log.read_text()}")
-        started = re.search(rb"plano Envoy listening on .* bootstrap (\S+)\)", log.read_bytes())
-        if started:
-            bootstrap = Path(started.group(1).decode())
-            assert bootstrap.parent.parent == tmp_path
-            validate_with_envoy(bootstrap.read_text())
-            return command
-        time.sleep(0.1)
+    bootstrap = started_bootstrap(process, log, "envoy", b"plano Envoy listening", 30)
+    if bootstrap is not None:
+        assert bootstrap.parent.parent == tmp_path
+        return command
     command.stop()
     raise RuntimeError(f"envoy did not start:\n{log.read_text()}")
 

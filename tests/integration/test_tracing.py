@@ -23,7 +23,7 @@ import pytest
 from tests.fake_providers import FakeAnthropic, FakeOpenAI
 from tests.otlp_collector import FakeCollector, Received
 
-from .conftest import Gateway, start_gateway
+from .conftest import Gateway, listener_yaml, start_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +39,9 @@ ROUTER_SPAN = "plano.router"
 
 
 def config(openai: FakeOpenAI, anthropic: FakeAnthropic, tracing: str) -> str:
-    return f"""
-listeners:
-  egress_traffic:
-    address: 127.0.0.1
-    port: {{port}}
-    timeout: 10s
-llm_providers:
+    return (
+        listener_yaml()
+        + f"""llm_providers:
   - model: openai/gpt-5.2
     access_key: $TR_OPENAI_KEY
     base_url: {openai.base_url()}
@@ -64,6 +60,7 @@ llm_providers:
         description: creative writing and content generation
 {tracing}
 """
+    )
 
 
 @pytest.fixture(scope="module")
