@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -38,12 +39,11 @@ import loadgen  # noqa: E402
 import procs  # noqa: E402
 import upstreams  # noqa: E402
 import yaml  # noqa: E402
-from load_bench import chat_body  # noqa: E402
+from load_bench import chat_body, start_envoy  # noqa: E402
 from results import machine, write_section  # noqa: E402
 
 from plano_extproc._proto import ext_proc_pb2 as pb  # noqa: E402
 from plano_extproc.config import parse_config  # noqa: E402
-from plano_extproc.envoy_config import envoy_binary  # noqa: E402
 from plano_extproc.extproc.decision_headers import (  # noqa: E402
     DecisionHeadersProcessor,
     DecisionHeaderStreams,
@@ -138,18 +138,12 @@ def end_to_end(rounds: int, seconds: float, workdir: Path) -> list[str]:
     body.write_bytes(chat_body("fast-model", 1000))
     with ExitStack() as stop:
 
-        def start(name: str, argv: list[str], ready: object) -> int:
-            log = workdir / f"{name}.log"
-            child = stop.enter_context(procs.process(argv, log))
-            procs.wait_for(ready, name, child, log)  # type: ignore[arg-type]
-            return child.pid
+        def start(name: str, argv: list[str], ready: Callable[[], bool]) -> int:
+            return procs.start(stop, workdir, name, argv, ready)
 
         def envoy(name: str, config: str, port: int) -> int:
-            path = workdir / f"{name}.yaml"
-            path.write_text(config)
-            argv = [envoy_binary(), "-c", str(path), "--concurrency", "1",
-                    "--disable-hot-restart", "-l", "warn"]  # fmt: skip
-            return start(name, argv, functools.partial(procs.port_open, port))
+            ready = functools.partial(procs.port_open, port)
+            return start_envoy(stop, workdir, name, config, ready)
 
         provider, admin = procs.free_port(), procs.free_port()
         envoy(

@@ -46,6 +46,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -187,30 +188,20 @@ def stack(workdir: Path, gateways: tuple[str, ...]) -> Iterator[Stack]:
     with ExitStack() as stop:
 
         def start(name: str, argv: list[str], ready: Callable[[], bool]) -> int:
-            log = workdir / f"{name}.log"
-            child = stop.enter_context(procs.process(argv, log))
-            procs.wait_for(ready, name, child, log)
-            return child.pid
+            return procs.start(stop, workdir, name, argv, ready)
 
-        def start_envoy(name: str, bootstrap: str, admin: int) -> int:
-            path = workdir / f"{name}.yaml"
-            path.write_text(bootstrap)
-            argv = [envoy_binary(), "-c", str(path), "--concurrency", str(ENVOY_CONCURRENCY),
-                    "--disable-hot-restart", "-l", "warn"]  # fmt: skip
-            return start(name, argv, functools.partial(procs.http_ok, _url(admin, "/ready")))
+        def envoy(name: str, bootstrap: str, admin: int) -> int:
+            ready = functools.partial(procs.http_ok, _url(admin, "/ready"))
+            return start_envoy(stop, workdir, name, bootstrap, ready, ENVOY_CONCURRENCY)
 
-        provider, stream, admin = procs.free_port(), procs.free_port(), procs.free_port()
-        fake = upstreams.fake_provider_bootstrap(provider, admin, BUFFER_LIMIT)
-        start_envoy("provider", fake, admin)
+        provider, stream = start_provider(stop, workdir, ENVOY_CONCURRENCY), procs.free_port()
         streamer = [sys.executable, str(ROOT / "bench/upstreams.py"), "stream", "--port",
                     str(stream), "--pause-ms", str(STREAM_PAUSE_MS)]  # fmt: skip
         start("stream", streamer, functools.partial(procs.port_open, stream))
 
         floor, floor_stream, admin = procs.free_port(), procs.free_port(), procs.free_port()
         pairs = [(floor, provider), (floor_stream, stream)]
-        floor_envoy = start_envoy(
-            "floor", upstreams.floor_bootstrap(admin, pairs, BUFFER_LIMIT), admin
-        )
+        floor_envoy = envoy("floor", upstreams.floor_bootstrap(admin, pairs, BUFFER_LIMIT), admin)
 
         running = {}
         for key in gateways:
@@ -227,10 +218,68 @@ def stack(workdir: Path, gateways: tuple[str, ...]) -> Iterator[Stack]:
             url = _url(port, PATHS[OPENAI])
             ready = functools.partial(procs.http_ok, url, chat_body("openai/gpt-5.2", 1000))
             up = start(f"gateway-{key.replace(' ', '-')}", argv, ready)
-            kids = procs.children(up)
-            servers = tuple(p for p in kids if b" serve " in _cmdline(p))
-            running[key] = Gateway(_url(port), servers, next(p for p in kids if p not in servers))
+            envoy, servers = gateway_pids(up)
+            running[key] = Gateway(_url(port), servers, envoy[0])
         yield Stack(_url(floor), _url(floor_stream), floor_envoy, running)
+
+
+T = TypeVar("T")
+
+
+def body_files(workdir: Path, models: dict[str, str]) -> dict[str, Path]:
+    """Per target, a file holding a 1000-byte chat body naming its model, for wrk to send."""
+    bodies = {}
+    for target, model in models.items():
+        bodies[target] = workdir / f"body-{len(bodies)}.json"
+        bodies[target].write_bytes(chat_body(model, 1000))
+    return bodies
+
+
+def interleaved(cases: list[T], rounds: int) -> Iterator[T]:
+    """Every case once per round, each round starting one case later, so no case always runs
+    first (on a cold machine) or last."""
+    for r in range(rounds):
+        shift = r % len(cases)
+        yield from cases[shift:] + cases[:shift]
+
+
+def start_envoy(
+    stop: ExitStack,
+    workdir: Path,
+    name: str,
+    bootstrap: str,
+    ready: Callable[[], bool],
+    concurrency: int = 1,
+) -> int:
+    """Envoy on ``bootstrap`` (written to ``workdir/name.yaml``), stopped when ``stop``
+    closes; its PID once ``ready()``."""
+    path = workdir / f"{name}.yaml"
+    path.write_text(bootstrap)
+    argv = [envoy_binary(), "-c", str(path), "--concurrency", str(concurrency),
+            "--disable-hot-restart", "-l", "warn"]  # fmt: skip
+    return procs.start(stop, workdir, name, argv, ready)
+
+
+def start_provider(stop: ExitStack, workdir: Path, concurrency: int = 1) -> int:
+    """The fake provider (an Envoy answering chat completions itself) on a free port, stopped
+    when ``stop`` closes; its port once its admin says ready."""
+    provider, admin = procs.free_port(), procs.free_port()
+    bootstrap = upstreams.fake_provider_bootstrap(provider, admin, BUFFER_LIMIT)
+    ready = functools.partial(procs.http_ok, _url(admin, "/ready"))
+    start_envoy(stop, workdir, "provider", bootstrap, ready, concurrency)
+    return provider
+
+
+def cpu_per_request(pids: tuple[int, ...], before: float, requests: int) -> float:
+    """Microseconds of CPU ``pids`` used per request since they had used ``before`` seconds."""
+    return (procs.cpu_seconds(list(pids)) - before) / max(requests, 1) * 1e6
+
+
+def gateway_pids(pid: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A running ``plano_extproc up``'s children: its Envoy's PIDs, then its servers'."""
+    kids = procs.children(pid)
+    servers = tuple(p for p in kids if b" serve " in _cmdline(p))
+    return tuple(p for p in kids if p not in servers), servers
 
 
 def _gateway_kind(key: str) -> tuple[str, str, bool]:

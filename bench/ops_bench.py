@@ -38,10 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import load_bench  # noqa: E402
 import loadgen  # noqa: E402
 import procs  # noqa: E402
-import upstreams  # noqa: E402
 from results import machine, write_section  # noqa: E402
-
-from plano_extproc.envoy_config import envoy_binary  # noqa: E402
 
 OFF, METRICS, TOKENS = "off", "metrics", "metrics + tokens"
 BOTH, ALL = "metrics + access log", "metrics + tokens + access log"
@@ -70,19 +67,7 @@ def _has_access_log() -> bool:
 @contextmanager
 def gateways(workdir: Path, kinds: list[str], access_log: bool) -> Iterator[dict[str, Gateway]]:
     with ExitStack() as stop:
-
-        def start(name: str, argv: list[str], ready: functools.partial[bool]) -> int:
-            log = workdir / f"{name}.log"
-            child = stop.enter_context(procs.process(argv, log))
-            procs.wait_for(ready, name, child, log)
-            return child.pid
-
-        provider, admin = procs.free_port(), procs.free_port()
-        path = workdir / "provider.yaml"
-        path.write_text(upstreams.fake_provider_bootstrap(provider, admin, 16 * 1024 * 1024))
-        argv = [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                "-l", "warn"]  # fmt: skip
-        start("provider", argv, functools.partial(procs.http_ok, f"http://127.0.0.1:{admin}/ready"))
+        provider = load_bench.start_provider(stop, workdir)
         running = {}
         for i, kind in enumerate(kinds):
             port = procs.free_port()
@@ -104,10 +89,9 @@ def gateways(workdir: Path, kinds: list[str], access_log: bool) -> Iterator[dict
                 argv += ["--access-log", log]
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             body = load_bench.chat_body("openai/gpt-5.2", 1000)
-            pid = start(f"gateway-{i}", argv, functools.partial(procs.http_ok, url, body))
-            kids = procs.children(pid)
-            servers = tuple(p for p in kids if b" serve " in load_bench._cmdline(p))
-            envoy = tuple(p for p in kids if p not in servers)
+            ready = functools.partial(procs.http_ok, url, body)
+            pid = procs.start(stop, workdir, f"gateway-{i}", argv, ready)
+            envoy, servers = load_bench.gateway_pids(pid)
             running[kind] = Gateway(url, envoy, servers, metrics)
         yield running
 
@@ -157,36 +141,31 @@ def main() -> int:
     scrapes = [0, 0]
     with tempfile.TemporaryDirectory(prefix="plano-ops-bench-") as tmp:
         workdir = Path(tmp)
-        bodies = {}
-        for target, (model, _) in TARGETS.items():
-            bodies[target] = workdir / f"body-{len(bodies)}.json"
-            bodies[target].write_bytes(load_bench.chat_body(model, 1000))
+        models = {target: model for target, (model, _) in TARGETS.items()}
+        bodies = load_bench.body_files(workdir, models)
         with gateways(workdir, kinds, access_log) as running:
-            for r in range(args.rounds):
-                shift = r % len(cases)
-                for target, kind in cases[shift:] + cases[:shift]:
-                    gateway = running[kind]
-                    before = (
-                        procs.cpu_seconds(list(gateway.envoy)),
-                        procs.cpu_seconds(list(gateway.servers)),
-                    )
-                    with ExitStack() as scraping:
-                        scraper = None
-                        if gateway.metrics is not None:
-                            scraper = scraping.enter_context(Scraper(gateway.metrics))
-                        load = loadgen.wrk(gateway.url, bodies[target], args.clients, args.seconds)
-                    if scraper is not None:
-                        scrapes[0] += scraper.ok
-                        scrapes[1] += scraper.failed
-                    n = max(load.requests, 1)
-                    used = procs.cpu_seconds(list(gateway.envoy)) - before[0]
-                    envoy_cpu[(target, kind)].append(used / n * 1e6)
-                    used = procs.cpu_seconds(list(gateway.servers)) - before[1]
-                    server_cpu[(target, kind)].append(used / n * 1e6)
-                    rps[(target, kind)].append(load.rps)
-                    p99[(target, kind)].append(load.p99_ms)
-                    failed += load.failed
-                    print(f"bench: {target:20} {kind:22} {load.rps:8.0f} req/s", flush=True)
+            for target, kind in load_bench.interleaved(cases, args.rounds):
+                gateway = running[kind]
+                before = (
+                    procs.cpu_seconds(list(gateway.envoy)),
+                    procs.cpu_seconds(list(gateway.servers)),
+                )
+                with ExitStack() as scraping:
+                    scraper = None
+                    if gateway.metrics is not None:
+                        scraper = scraping.enter_context(Scraper(gateway.metrics))
+                    load = loadgen.wrk(gateway.url, bodies[target], args.clients, args.seconds)
+                if scraper is not None:
+                    scrapes[0] += scraper.ok
+                    scrapes[1] += scraper.failed
+                envoy_us = load_bench.cpu_per_request(gateway.envoy, before[0], load.requests)
+                envoy_cpu[(target, kind)].append(envoy_us)
+                server_us = load_bench.cpu_per_request(gateway.servers, before[1], load.requests)
+                server_cpu[(target, kind)].append(server_us)
+                rps[(target, kind)].append(load.rps)
+                p99[(target, kind)].append(load.p99_ms)
+                failed += load.failed
+                print(f"bench: {target:20} {kind:22} {load.rps:8.0f} req/s", flush=True)
     lines = [f"## Operating: metrics and access log on against off ({date.today()})", ""]
     lines += [
         f"Machine: {machine()}. Written by bench/ops_bench.py (`make bench`): gateways "

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -119,11 +119,8 @@ def pod(workdir: Path) -> Iterator[tuple[str, dict[str, int]]]:
     and each container's root PID."""
     with ExitStack() as stop:
 
-        def start(name: str, argv: list[str], ready: object) -> int:
-            log = workdir / f"{name}.log"
-            child = stop.enter_context(procs.process(argv, log))
-            procs.wait_for(ready, name, child, log)  # type: ignore[arg-type]
-            return child.pid
+        def start(name: str, argv: list[str], ready: Callable[[], bool]) -> int:
+            return procs.start(stop, workdir, name, argv, ready)
 
         provider, admin = procs.free_port(), procs.free_port()
         bootstrap = workdir / "provider.yaml"

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +48,17 @@ def wait_for(
             return
         time.sleep(0.1)
     raise SystemExit(f"bench: {what} did not start in 90 s; see {log}")
+
+
+def start(
+    stop: ExitStack, workdir: Path, name: str, argv: list[str], ready: Callable[[], bool]
+) -> int:
+    """Starts ``argv`` (logging to ``workdir/name.log``), stopped when ``stop`` closes; its PID
+    once ``ready()``."""
+    log = workdir / f"{name}.log"
+    child = stop.enter_context(process(argv, log))
+    wait_for(ready, name, child, log)
+    return child.pid
 
 
 def http_ok(url: str, data: bytes | None = None) -> bool:

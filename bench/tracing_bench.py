@@ -31,10 +31,8 @@ sys.path.insert(0, str(ROOT))
 import load_bench  # noqa: E402
 import loadgen  # noqa: E402
 import procs  # noqa: E402
-import upstreams  # noqa: E402
 from results import machine  # noqa: E402
 
-from plano_extproc.envoy_config import envoy_binary  # noqa: E402
 from tests.otlp_collector import FakeCollector  # noqa: E402
 
 OFF, TENTH, ALL = "off", "tracing 10%", "tracing 100%"
@@ -52,19 +50,7 @@ class Gateway:
 @contextmanager
 def gateways(workdir: Path, collector: FakeCollector) -> Iterator[dict[str, Gateway]]:
     with ExitStack() as stop:
-
-        def start(name: str, argv: list[str], ready: functools.partial[bool]) -> int:
-            log = workdir / f"{name}.log"
-            child = stop.enter_context(procs.process(argv, log))
-            procs.wait_for(ready, name, child, log)
-            return child.pid
-
-        provider, admin = procs.free_port(), procs.free_port()
-        path = workdir / "provider.yaml"
-        path.write_text(upstreams.fake_provider_bootstrap(provider, admin, 16 * 1024 * 1024))
-        argv = [envoy_binary(), "-c", str(path), "--concurrency", "1", "--disable-hot-restart",
-                "-l", "warn"]  # fmt: skip
-        start("provider", argv, functools.partial(procs.http_ok, f"http://127.0.0.1:{admin}/ready"))
+        provider = load_bench.start_provider(stop, workdir)
         running = {}
         for i, kind in enumerate((OFF, TENTH, ALL)):
             port = procs.free_port()
@@ -81,10 +67,9 @@ def gateways(workdir: Path, collector: FakeCollector) -> Iterator[dict[str, Gate
                     "--access-log", "off"]  # fmt: skip
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
             body = load_bench.chat_body("openai/gpt-5.2", 1000)
-            pid = start(f"gateway-{i}", argv, functools.partial(procs.http_ok, url, body))
-            kids = procs.children(pid)
-            servers = tuple(p for p in kids if b" serve " in load_bench._cmdline(p))
-            envoy = tuple(p for p in kids if p not in servers)
+            ready = functools.partial(procs.http_ok, url, body)
+            pid = procs.start(stop, workdir, f"gateway-{i}", argv, ready)
+            envoy, servers = load_bench.gateway_pids(pid)
             running[kind] = Gateway(url, envoy, servers)
         yield running
 
@@ -106,28 +91,24 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="plano-tracing-bench-") as tmp:
             workdir = Path(tmp)
-            bodies = {}
-            for target, model in TARGETS.items():
-                bodies[target] = workdir / f"body-{len(bodies)}.json"
-                bodies[target].write_bytes(load_bench.chat_body(model, 1000))
+            bodies = load_bench.body_files(workdir, TARGETS)
             with gateways(workdir, collector) as running:
-                for r in range(args.rounds):
-                    shift = r % len(cases)
-                    for target, kind in cases[shift:] + cases[:shift]:
-                        gateway = running[kind]
-                        before = (
-                            procs.cpu_seconds(list(gateway.envoy)),
-                            procs.cpu_seconds(list(gateway.servers)),
-                        )
-                        load = loadgen.wrk(gateway.url, bodies[target], args.clients, args.seconds)
-                        n = max(load.requests, 1)
-                        used = procs.cpu_seconds(list(gateway.envoy)) - before[0]
-                        envoy_cpu[(target, kind)].append(used / n * 1e6)
-                        used = procs.cpu_seconds(list(gateway.servers)) - before[1]
-                        server_cpu[(target, kind)].append(used / n * 1e6)
-                        rps[(target, kind)].append(load.rps)
-                        failed += load.failed
-                        print(f"bench: {target:20} {kind:14} {load.rps:8.0f} req/s", flush=True)
+                for target, kind in load_bench.interleaved(cases, args.rounds):
+                    gateway = running[kind]
+                    before = (
+                        procs.cpu_seconds(list(gateway.envoy)),
+                        procs.cpu_seconds(list(gateway.servers)),
+                    )
+                    load = loadgen.wrk(gateway.url, bodies[target], args.clients, args.seconds)
+                    envoy_us = load_bench.cpu_per_request(gateway.envoy, before[0], load.requests)
+                    envoy_cpu[(target, kind)].append(envoy_us)
+                    server_us = load_bench.cpu_per_request(
+                        gateway.servers, before[1], load.requests
+                    )
+                    server_cpu[(target, kind)].append(server_us)
+                    rps[(target, kind)].append(load.rps)
+                    failed += load.failed
+                    print(f"bench: {target:20} {kind:14} {load.rps:8.0f} req/s", flush=True)
         spans = collector.snapshot()
     finally:
         collector.stop()
