@@ -79,6 +79,16 @@ async def running(
         await asyncio.wait_for(task, 15)
 
 
+@asynccontextmanager
+async def serving(
+    engine: Engine, health_listen: bool = False, drain_s: float = 25.0
+) -> AsyncIterator[tuple[str, str, asyncio.Task[None]]]:
+    """running(), once the (already opened) router has loaded and health says SERVING."""
+    async with running(engine, health_listen, drain_s) as (target, health_target, task):
+        await until(lambda: probe(target) == "SERVING")
+        yield target, health_target, task
+
+
 def _answers(target: str) -> bool:
     try:
         probe(target, timeout=0.5)
@@ -197,8 +207,7 @@ def test_the_health_listener_serves_health_and_nothing_else(
     Gate(monkeypatch).open.set()
 
     async def run() -> None:
-        async with running(engine, health_listen=True) as (target, health_target, _task):
-            await until(lambda: probe(target) == "SERVING")
+        async with serving(engine, health_listen=True) as (_, health_target, _task):
             assert await check(health_target) == SERVING
             assert await check(health_target, EXT_PROC_SERVICE) == SERVING
             assert await refusal(health_target) == grpc.StatusCode.UNIMPLEMENTED
@@ -215,8 +224,7 @@ def test_sigterm_serves_on_until_the_last_client_has_gone(
     Gate(monkeypatch).open.set()
 
     async def run() -> None:
-        async with running("h2", drain_s=20) as (target, _, task):
-            await until(lambda: probe(target) == "SERVING")
+        async with serving("h2", drain_s=20) as (target, _, task):
             loop = asyncio.get_running_loop()
             async with grpc.aio.insecure_channel(target) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
@@ -247,8 +255,7 @@ def test_sigint_does_not_wait_for_clients(monkeypatch: pytest.MonkeyPatch) -> No
     Gate(monkeypatch).open.set()
 
     async def run() -> None:
-        async with running("h2", drain_s=20) as (target, _, task):
-            await until(lambda: probe(target) == "SERVING")
+        async with serving("h2", drain_s=20) as (target, _, task):
             loop = asyncio.get_running_loop()
             async with grpc.aio.insecure_channel(target) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
