@@ -75,17 +75,20 @@ def content_text(content: Any) -> str | None:
     return "\n".join(texts)
 
 
+def key_problems(rec: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The required keys a record lacks, then any key beyond them and the optional note."""
+    errs = [f"missing key {key}" for key in keys if key not in rec]
+    extra = set(rec) - {*keys, "note"}
+    if extra:
+        errs.append(f"unknown keys {sorted(extra)}")
+    return errs
+
+
 def check_record(rec: Any, valid_labels: set[str]) -> list[str]:
     """Return the problems with one parsed record."""
     if not isinstance(rec, dict):
         return ["record is not an object"]
-    errs: list[str] = []
-    for key in ("id", "case", "messages", "expected_route"):
-        if key not in rec:
-            errs.append(f"missing key {key}")
-    extra = set(rec) - {"id", "case", "messages", "expected_route", "note"}
-    if extra:
-        errs.append(f"unknown keys {sorted(extra)}")
+    errs = key_problems(rec, ("id", "case", "messages", "expected_route"))
     if rec.get("case") not in CASE_MINIMUMS:
         errs.append(f"unknown case {rec.get('case')!r}")
     if rec.get("expected_route") not in valid_labels:

@@ -20,7 +20,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from check_dataset import load_routes, matrix, table  # noqa: E402
+from check_dataset import key_problems, load_routes, matrix, table  # noqa: E402
 
 KINDS = {
     "single_turn": 30,  # one clear request
@@ -76,10 +76,7 @@ def check_record(rec: Any, labels: set[str]) -> list[str]:
     if not isinstance(rec, dict):
         return ["record is not an object"]
     keys = ("id", "case", "voice", "messages", "expected_route")
-    errs = [f"missing key {k}" for k in keys if k not in rec]
-    extra = set(rec) - {*keys, "note"}
-    if extra:
-        errs.append(f"unknown keys {sorted(extra)}")
+    errs = key_problems(rec, keys)
     if rec.get("case") not in KINDS:
         errs.append(f"unknown case {rec.get('case')!r}")
     if rec.get("voice") not in VOICES:
