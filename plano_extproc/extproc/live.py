@@ -15,8 +15,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from ..config import Config, load_config
 from ..ops.reload import (
@@ -30,11 +29,10 @@ from ..ops.reload import (
 )
 from ..router import load_router
 from ..router.service import RouterService
+from .h2grpc import OpenStream
 
 log = logging.getLogger("plano_extproc.reload")
 
-# What serves one stream: the server's Handler.
-OpenStream = Callable[[Mapping[str, str]], Any]
 # Seconds a replaced router service lives on: longer than any decision's deadline.
 RETIRE_S = 30.0
 
