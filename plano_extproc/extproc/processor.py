@@ -16,6 +16,7 @@ once, straight into the answer's bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +96,12 @@ class SplicedAnswer:
         # (protobuf's wire rule for embedded messages): here, the body mutation.
         length = sum(len(piece) for piece in self.body)
         return b"".join((self.head.SerializeToString(), _body_mutation_field(length), *self.body))
+
+
+def decision_fields(answer: Answer) -> MutableMapping[str, struct_pb2.Value]:
+    """The answer's decision metadata (the ``plano`` namespace), by key, to read or write."""
+    head = answer.head if isinstance(answer, SplicedAnswer) else answer
+    return head.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
 
 
 # A body nested just under what the parser reads, which the translation (a level or two
@@ -204,10 +211,8 @@ class Processor:
         else:
             answer = self.route(decision, pending.request, pending.api)
         if router_ms is not None:
-            head = answer.head if isinstance(answer, SplicedAnswer) else answer
             # The answer is a copy (or a reply of its own): the cached template stays as it is.
-            namespace = head.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value
-            namespace.fields[ROUTER_MS_KEY].number_value = round(router_ms, 3)
+            decision_fields(answer)[ROUTER_MS_KEY].number_value = round(router_ms, 3)
         return answer
 
     def route(

@@ -37,7 +37,6 @@ from ..translate import APIS, translator
 from ..wire import (
     CHAIN_KEY,
     FALLBACK_METADATA,
-    METADATA_NAMESPACE,
     MODEL_KEY,
     PROVIDER_KEY,
     ROUTE_KEY,
@@ -52,7 +51,7 @@ from .h2grpc import UNAVAILABLE, CallError, FinalAnswer, H2GrpcServer, Limits, O
 from .health import Health, add_to_grpcio, h2_methods
 from .live import LiveConfig
 from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
-from .processor import Answer, Processor, SplicedAnswer, error_response, request_body_span
+from .processor import Answer, Processor, decision_fields, error_response, request_body_span
 from .response_translation import TranslatedResponse
 
 if TYPE_CHECKING:  # imported at run time only when tracing is configured (serve)
@@ -267,8 +266,7 @@ class TracedExtProcService(ExtProcService):
     def _trace_router(
         self, trace: str, router_ms: float, choice: RouteChoice | None, response: Answer
     ) -> None:
-        head = response.head if isinstance(response, SplicedAnswer) else response
-        decision = head.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+        decision = decision_fields(response)
         attributes: dict[str, str | float] = {
             f"plano.{key}": decision[key].string_value
             for key in ROUTER_SPAN_KEYS
