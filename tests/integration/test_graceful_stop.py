@@ -456,16 +456,25 @@ def long_stream(url: str, into: list[Outcome]) -> threading.Thread:
     return thread
 
 
+def stream_then_signal(
+    envoy: EnvoyCommand, sig: signal.Signals
+) -> tuple[list[Outcome], threading.Thread, float]:
+    """A long stream through ``envoy``, and ``sig`` a second into it: (the stream's outcome
+    list, its thread, when the signal was sent)."""
+    outcomes: list[Outcome] = []
+    thread = long_stream(envoy.url, outcomes)
+    time.sleep(1.0)
+    sent_at = time.monotonic()
+    envoy.process.send_signal(sig)
+    return outcomes, thread, sent_at
+
+
 def test_accept_window_serves_new_connections_with_connection_close(
     extproc: Extproc, tmp_path: Path
 ) -> None:
     envoy = start_envoy(extproc, tmp_path, "--drain-accept-seconds", "2")
     try:
-        outcomes: list[Outcome] = []
-        thread = long_stream(envoy.url, outcomes)
-        time.sleep(1.0)
-        stop_at = time.monotonic()
-        envoy.process.send_signal(signal.SIGTERM)
+        outcomes, thread, stop_at = stream_then_signal(envoy, signal.SIGTERM)
         time.sleep(0.5)
         # Within the window: a new connection is served, told to close; /ready says DRAINING.
         models = httpx.get(f"{envoy.url}/v1/models", timeout=5)
@@ -488,11 +497,7 @@ def test_accept_window_serves_new_connections_with_connection_close(
 def test_drain_is_bounded_by_drain_seconds(extproc: Extproc, tmp_path: Path) -> None:
     envoy = start_envoy(extproc, tmp_path, "--drain-seconds", "1.5")
     try:
-        outcomes: list[Outcome] = []
-        thread = long_stream(envoy.url, outcomes)
-        time.sleep(1.0)
-        stop_at = time.monotonic()
-        envoy.process.send_signal(signal.SIGTERM)
+        outcomes, thread, stop_at = stream_then_signal(envoy, signal.SIGTERM)
         assert envoy.process.wait(timeout=10) == 0
         assert 1.5 <= time.monotonic() - stop_at < 5.0
         thread.join(timeout=10)
@@ -506,10 +511,7 @@ def test_drain_is_bounded_by_drain_seconds(extproc: Extproc, tmp_path: Path) -> 
 def test_a_second_signal_ends_the_drain(extproc: Extproc, tmp_path: Path) -> None:
     envoy = start_envoy(extproc, tmp_path)
     try:
-        outcomes: list[Outcome] = []
-        thread = long_stream(envoy.url, outcomes)
-        time.sleep(1.0)
-        envoy.process.send_signal(signal.SIGINT)
+        outcomes, thread, _ = stream_then_signal(envoy, signal.SIGINT)
         time.sleep(0.5)
         assert envoy.process.poll() is None  # draining: the stream has seconds to go
         second = time.monotonic()
