@@ -351,10 +351,11 @@ class _Parser:
         raw = self.mapping(value, "tracing", _TRACING_KEYS, formats.UNIMPLEMENTED_TRACING)
         sampling = raw.get("random_sampling", 100)
         path = "tracing.random_sampling"
-        if isinstance(sampling, bool) or not isinstance(sampling, int | float):
-            self.error(path, f"must be a percentage from 0 to 100, got {_show(sampling)}")
-            return None
-        if not 0 <= sampling <= 100:
+        if (
+            isinstance(sampling, bool)
+            or not isinstance(sampling, int | float)
+            or not 0 <= sampling <= 100
+        ):
             self.error(path, f"must be a percentage from 0 to 100, got {_show(sampling)}")
             return None
         path = "tracing.opentracing_grpc_endpoint"

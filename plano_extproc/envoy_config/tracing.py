@@ -29,7 +29,15 @@ from envoy_data_plane.envoy.type.tracing import v3 as tracing_tags
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from ..config import Tracing
-from ..wire import AUTH_KEY, CHAIN_KEY, MODEL_KEY, PROVIDER_KEY, ROUTE_KEY, ROUTING_KEY
+from ..wire import (
+    AUTH_KEY,
+    CHAIN_KEY,
+    METADATA_NAMESPACE,
+    MODEL_KEY,
+    PROVIDER_KEY,
+    ROUTE_KEY,
+    ROUTING_KEY,
+)
 from .common import address
 
 COLLECTOR_CLUSTER = "plano_otlp_collector"
@@ -38,7 +46,6 @@ PARENT_BASED = "envoy.tracers.opentelemetry.samplers.parent_based"
 RATIO = "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based"
 # The resource's service.name on Envoy's spans (the server's are plano-extproc).
 SERVICE_NAME = "plano-gateway"
-METADATA_NAMESPACE = "plano"
 
 # Span attribute -> the key of the plano metadata it is read from.
 SPAN_TAGS: dict[str, str] = {

@@ -108,7 +108,7 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     for what, before, after in (
         ("fail-over chains", bool(old.chains), bool(new.chains)),
         ("Azure OpenAI providers", _azure(old), _azure(new)),
-        ("tracing", getattr(old, "tracing", None), getattr(new, "tracing", None)),
+        ("tracing", old.tracing, new.tracing),
     ):
         if before != after:
             problems.append(
