@@ -253,6 +253,7 @@ def test_only_the_extproc_server_gets_the_keys() -> None:
 
 
 def test_the_extproc_server_has_every_key_its_config_names(tmp_path: Path) -> None:
+    assert [c for _, _, c in GATEWAY if _role(c) == "serve"], "no serve container to check"
     for m, pod, c in GATEWAY:
         if _role(c) != "serve":
             continue
@@ -343,6 +344,7 @@ def test_every_gateway_command_is_one_the_cli_accepts() -> None:
 
 
 def test_envoy_admin_is_never_on_a_network_address(tmp_path: Path) -> None:
+    assert [c for _, _, c in GATEWAY if _role(c) == "envoy"], "no envoy container to check"
     for m, pod, c in GATEWAY:
         if _role(c) != "envoy":
             continue
@@ -396,6 +398,7 @@ def test_probes_target_declared_ports_the_command_listens_on() -> None:
 
 
 def test_the_extproc_port_stays_on_loopback_where_envoy_is_beside_it(tmp_path: Path) -> None:
+    checked = 0
     for m in WORKLOADS:
         pod = kube.pod_spec(m.doc)
         assert pod is not None
@@ -404,6 +407,7 @@ def test_the_extproc_port_stays_on_loopback_where_envoy_is_beside_it(tmp_path: P
         envoys = [c for c in ours if _role(c) == "envoy"]
         if not (servers and envoys):
             continue
+        checked += 1
         listen = _parsed(servers[0]).listen
         assert _host_port(listen) == ("127.0.0.1", _parsed(envoys[0]).extproc_port), (
             f"{m.where}: ext_proc on {listen}, Envoy looks on {_parsed(envoys[0]).extproc_port}"
@@ -412,6 +416,7 @@ def test_the_extproc_port_stays_on_loopback_where_envoy_is_beside_it(tmp_path: P
         config_file.write_text(_mounted_config(m, pod, envoys[0]))
         listener = load_config(config_file, {}).listener
         assert listener.address == "127.0.0.1", f"{m.where}: the listener is for the pod only"
+    assert checked, "no workload has ext_proc and Envoy side by side: nothing was checked"
 
 
 @pytest.mark.parametrize("service", [m for m in ALL if m.kind == "Service"], ids=lambda m: m.where)
@@ -453,6 +458,7 @@ def test_native_sidecars_start_in_order_before_the_app() -> None:
 
 
 def test_the_app_reaches_the_gateway_at_its_listener(tmp_path: Path) -> None:
+    checked = 0
     for m in WORKLOADS:
         pod = kube.pod_spec(m.doc)
         assert pod is not None
@@ -467,6 +473,8 @@ def test_the_app_reaches_the_gateway_at_its_listener(tmp_path: Path) -> None:
                 continue
             url = kube.environment(c, _beside(m)).get("OPENAI_BASE_URL")
             assert url == f"http://{listener.address}:{listener.port}/v1", f"{m.where} {c.name}"
+            checked += 1
+    assert checked, "no app container beside an Envoy gateway: nothing was checked"
 
 
 def test_the_job_runs_the_deployments_sidecars() -> None:
