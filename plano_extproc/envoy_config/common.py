@@ -85,13 +85,17 @@ def http_filter(name: str, config: object) -> hcm.HttpFilter:
     return hcm.HttpFilter(name=name, typed_config=Any.pack(config))
 
 
+# The network filter that serves HTTP: what split_bootstrap (dynamic.py) looks for too.
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+
+
 def manager_chains(manager: hcm.HttpConnectionManager) -> list[listener.FilterChain]:
     """A listener's one filter chain: ``manager`` serving HTTP on every connection."""
     return [
         listener.FilterChain(
             filters=[
                 listener.Filter(
-                    name="envoy.filters.network.http_connection_manager",
+                    name=HCM_FILTER,
                     typed_config=Any.pack(manager),
                 )
             ]

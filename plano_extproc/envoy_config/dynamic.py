@@ -27,6 +27,7 @@ import yaml
 
 from ..config import Config
 from .clusters import EXTPROC_CLUSTER
+from .common import HCM_FILTER
 from .options import DEFAULTS, EnvoyOptions
 from .ready import ADMIN_CLUSTER, READY_LISTENER
 
@@ -64,7 +65,6 @@ if hasattr(_message, "_validate") and hasattr(_message, "_is_pydantic"):
 XDS_DIR = "xds"
 LDS_FILE, RDS_FILE, CDS_FILE = "lds.json", "rds.json", "cds.json"
 XDS_FILES = (CDS_FILE, RDS_FILE, LDS_FILE)
-_HCM = "envoy.filters.network.http_connection_manager"
 _STATIC_CLUSTERS = {EXTPROC_CLUSTER, ADMIN_CLUSTER}
 _TYPES = {
     LDS_FILE: "type.googleapis.com/envoy.config.listener.v3.Listener",
@@ -144,7 +144,7 @@ def split_bootstrap(static: Mapping[str, Any], xds_dir: Path) -> Dynamic:
     for lis in gateway:
         for chain in lis["filter_chains"]:
             for f in chain["filters"]:
-                if f["name"] == _HCM and "route_config" in f["typed_config"]:
+                if f["name"] == HCM_FILTER and "route_config" in f["typed_config"]:
                     table = f["typed_config"].pop("route_config")
                     routes.append(table)
                     f["typed_config"]["rds"] = {
