@@ -236,10 +236,18 @@ def say(message: str) -> None:
     print(f"plano-extproc: {message}", file=sys.stderr, flush=True)
 
 
-def admin_location(options: EnvoyOptions) -> str:
+def admin_target(options: EnvoyOptions) -> str:
+    """Where Envoy's admin API answers: 127.0.0.1:PORT, or its Unix socket's path (what the
+    metrics endpoint's --envoy-admin takes)."""
     if options.admin_port is not None:
         return f"127.0.0.1:{options.admin_port}"
-    return f"unix:{options.admin_socket or DEFAULT_ADMIN_SOCKET}"
+    return options.admin_socket or DEFAULT_ADMIN_SOCKET
+
+
+def admin_location(options: EnvoyOptions) -> str:
+    """``admin_target`` as a person reads it: a socket's path marked unix:."""
+    target = admin_target(options)
+    return target if options.admin_port is not None else f"unix:{target}"
 
 
 def run_envoy(

@@ -9,25 +9,24 @@ the survivor), the others stop and we exit 1.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import Config
-from .envoy_config import DEFAULT_ADMIN_SOCKET, EnvoyOptions
+from .envoy_config import EnvoyOptions
 from .envoy_runner import (
     DEFAULT_DRAIN,
     DrainPolicy,
     EnvoyProcess,
     admin_get,
     admin_location,
+    admin_target,
     endpoints,
     envoy_environment,
     private_bootstrap,
@@ -69,7 +68,11 @@ def run_gateway(
     metrics_listen: str | None = None,
 ) -> int:
     signals = StopSignals().install()
-    with private_bootstrap(config, options) as (options, bootstrap), _metrics_dir() as shared:
+    # ``shared``: the servers' metric files (prometheus-client's multi-process mode).
+    with (
+        private_bootstrap(config, options) as (options, bootstrap),
+        tempfile.TemporaryDirectory(prefix="plano-metrics-") as shared,
+    ):
         servers: list[Child] = []
         envoy: EnvoyProcess | None = None
         try:
@@ -82,7 +85,7 @@ def run_gateway(
                 if metrics_listen is not None and not servers:
                     # The first serves the one endpoint: every server's values and Envoy's.
                     server += ["--metrics-listen", metrics_listen]
-                    server += ["--envoy-admin", _admin(options)]
+                    server += ["--envoy-admin", admin_target(options)]
                 env = _metrics_env(shared, len(options.extproc), metrics_listen is not None)
                 servers.append(spawn(server, env))
             for host, port in options.extproc:
@@ -121,20 +124,6 @@ def run_gateway(
             if envoy is not None:
                 envoy.stop()
             terminate(servers)
-
-
-def _admin(options: EnvoyOptions) -> str:
-    if options.admin_port is not None:
-        return f"127.0.0.1:{options.admin_port}"
-    return options.admin_socket or DEFAULT_ADMIN_SOCKET
-
-
-@contextlib.contextmanager
-def _metrics_dir() -> Iterator[str]:
-    """An empty folder for the servers' metric files (prometheus-client's multi-process
-    mode), removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="plano-metrics-") as folder:
-        yield folder
 
 
 def _metrics_env(folder: str, servers: int, metrics: bool) -> dict[str, str] | None:
