@@ -161,8 +161,9 @@ def check_metrics(player: PodPlayer, keys: set[str]) -> None:
     the two gateway containers share; no key; and no other path."""
     template = player.workload.doc["spec"]["template"]
     annotations = template.get("metadata", {}).get("annotations", {})
-    if annotations.get("prometheus.io/scrape") != "true":
-        return
+    # Every workload exercise() plays is scraped: a missing annotation is a failure here,
+    # not a reason to check nothing.
+    assert annotations.get("prometheus.io/scrape") == "true", annotations
     port = player.ports[int(annotations["prometheus.io/port"])]
     url = f"http://127.0.0.1:{port}{annotations.get('prometheus.io/path', '/metrics')}"
     text = httpx.get(url, timeout=10).text
@@ -175,6 +176,7 @@ def check_metrics(player: PodPlayer, keys: set[str]) -> None:
 def check_health_port_serves_only_health(player: PodPlayer) -> None:
     """The port the kubelet probes (on the pod's address) answers health and nothing else:
     an ext_proc call there is refused (its answers carry keys)."""
+    asked = 0
     for running in player.running:
         for probe in player.probes(running.container).values():
             if "grpc" not in probe.spec:
@@ -188,6 +190,8 @@ def check_health_port_serves_only_health(player: PodPlayer) -> None:
                 with pytest.raises(grpc.RpcError) as refused:
                     list(call(iter([b""]), timeout=5))
                 assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+                asked += 1
+    assert asked, "no container has a grpc probe: no health port was checked"
 
 
 def test_the_sidecar_deployment_plays(
