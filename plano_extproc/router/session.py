@@ -12,8 +12,11 @@ from ..config import RouterSettings
 from .base import RouterLoadError
 
 
-def load_session(model: Path, settings: RouterSettings) -> ort.InferenceSession:
-    """An inference session for ``model`` on the configured device and thread count."""
+def load_session(
+    model: Path, settings: RouterSettings, disabled_optimizers: tuple[str, ...] = ()
+) -> ort.InferenceSession:
+    """An inference session for ``model`` on the configured device and thread count, without
+    the graph rewrites ``disabled_optimizers`` names."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if settings.threads:
@@ -31,7 +34,12 @@ def load_session(model: Path, settings: RouterSettings) -> ort.InferenceSession:
             )
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        return ort.InferenceSession(str(model), sess_options=options, providers=providers)
+        return ort.InferenceSession(
+            str(model),
+            sess_options=options,
+            providers=providers,
+            disabled_optimizers=list(disabled_optimizers),
+        )
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise RouterLoadError(f"{model}: onnxruntime cannot load it: {exc}") from exc
 

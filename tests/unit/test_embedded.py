@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,13 @@ import pytest
 from plano_extproc.config import Config, parse_config
 from plano_extproc.router import RouterLoadError, default_models_dir, load_router
 from plano_extproc.router.base import OTHER
-from plano_extproc.router.embedded import DEFAULT_MEMBERS, EncoderRouter, Member
+from plano_extproc.router.embedded import (
+    DEFAULT_MEMBERS,
+    OTHER_BIAS,
+    EncoderRouter,
+    Member,
+    pooled,
+)
 from tests.unit.test_conversation import Counted
 
 pytestmark = pytest.mark.unit
@@ -52,6 +59,22 @@ def user(text: str) -> dict[str, str]:
 
 def assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
+
+
+def embed_calls(router: EncoderRouter, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Records each encoder asked to embed, with the number of texts it was given."""
+    calls: list[tuple[str, int]] = []
+    for member in router.members:
+        original, name = member.encoder.embed, member.spec.name
+
+        def recording(
+            texts: Any, max_tokens: int, original: Any = original, name: str = name
+        ) -> Any:
+            calls.append((name, len(texts)))
+            return original(texts, max_tokens)
+
+        monkeypatch.setattr(member.encoder, "embed", recording)
+    return calls
 
 
 @pytest.mark.parametrize(
@@ -127,23 +150,20 @@ def test_both_encoders_with_their_adapters(router: EncoderRouter) -> None:
 def test_routes_are_embedded_once_per_config_load(
     router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[int] = []
-    for member in router.members:
-        original = member.encoder.embed
-
-        def counting(texts: object, max_tokens: int, original=original) -> object:  # type: ignore[no-untyped-def]
-            calls.append(len(texts))  # type: ignore[arg-type]
-            return original(texts, max_tokens)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(member.encoder, "embed", counting)
-    router.choose([user("write a haiku")])
-    assert calls == [1, 1]  # one batch per encoder: the one view, no route texts
+    calls = embed_calls(router, monkeypatch)
+    choice = router.choose([user("write a haiku")])
+    # One batch per encoder asked (the one view, no route texts); e5 not asked when MiniLM
+    # decides alone.
+    asked = DEFAULT_MEMBERS[:1] if "decided_by" in choice.explain else DEFAULT_MEMBERS
+    assert calls == [(spec.name, 1) for spec in asked]
 
 
-def test_explain_shows_each_encoder(router: EncoderRouter) -> None:
+def test_explain_shows_each_encoder_asked(router: EncoderRouter) -> None:
     choice = router.choose([user("write a haiku about tea")])
     assert choice.explain["views"] == ["write a haiku about tea"]
-    for spec in DEFAULT_MEMBERS:
+    asked = DEFAULT_MEMBERS[:1] if "decided_by" in choice.explain else DEFAULT_MEMBERS
+    assert not any(spec.name in choice.explain for spec in DEFAULT_MEMBERS[len(asked) :])
+    for spec in asked:
         assert set(choice.explain[spec.name]) == {  # type: ignore[arg-type]
             "code_generation",
             "creative_writing",
@@ -184,3 +204,48 @@ def test_a_huge_conversation_costs_what_its_end_does(router: EncoderRouter) -> N
     assert got.explain["views"] == expected.explain["views"]
     assert got.scores == pytest.approx(expected.scores)
     assert huge.reads <= 5
+
+
+def test_cascade_minilm_alone_when_sure_of_an_english_turn(
+    router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = embed_calls(router, monkeypatch)
+    # Every word of it is in MiniLM's vocabulary (a word it splits into pieces, such as
+    # "csv", counts as unknown and lowers its share of the vote).
+    choice = router.choose([user("write a short story about a lighthouse keeper")])
+    assert choice.route == "creative_writing"
+    assert choice.explain["decided_by"] == DEFAULT_MEMBERS[0].name
+    assert [name for name, _ in calls] == [DEFAULT_MEMBERS[0].name]  # e5 never ran
+    # Its answer is MiniLM's own distribution, as explain shows it.
+    minilm = choice.explain[DEFAULT_MEMBERS[0].name]
+    assert choice.scores == pytest.approx(minilm, abs=1e-3)  # type: ignore[arg-type]
+
+
+def test_cascade_asks_both_for_a_turn_minilm_cannot_read(
+    router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = embed_calls(router, monkeypatch)
+    choice = router.choose([user("Schreib mir bitte ein kurzes Gedicht über den Herbstwald")])
+    assert "decided_by" not in choice.explain
+    assert [name for name, _ in calls] == [s.name for s in DEFAULT_MEMBERS]
+    assert choice.route == "creative_writing"
+
+
+def test_decides_alone_needs_both_english_and_confidence(router: EncoderRouter) -> None:
+    sure = np.log(np.array([0.9, 0.05, 0.03, 0.02]))
+    unsure = np.log(np.array([0.35, 0.3, 0.2, 0.15]))
+    full = DEFAULT_MEMBERS[0].weight / sum(s.weight for s in DEFAULT_MEMBERS)
+    assert router.decides_alone(full, sure)
+    assert not router.decides_alone(full, unsure)
+    assert router.decides_alone(full, unsure, confidence=0.3)
+    # A turn of words MiniLM half knows: its vote share falls and e5 is asked.
+    assert not router.decides_alone(full * 0.5, sure)
+
+
+def test_pooled_is_the_weighted_sum_with_the_other_bias() -> None:
+    a, b = np.log(np.array([0.7, 0.2, 0.1])), np.log(np.array([0.2, 0.5, 0.3]))
+    got = pooled([0.25, 0.75], [a, b])
+    expected = 0.25 * a + 0.75 * b
+    expected[-1] += OTHER_BIAS + np.log(2)  # two routes, then "other"
+    assert got == pytest.approx(expected)
+    assert pooled([1.0], [a]) == pytest.approx(a)  # one encoder: no bias
