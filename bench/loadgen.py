@@ -4,6 +4,7 @@ says how to install it), and a small client of our own for the time to first byt
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import socket
 import statistics
@@ -35,7 +36,7 @@ if {vary} then
   local template, counter = wrk.body, 0
   request = function()
     counter = counter + 1
-    return wrk.format(nil, nil, nil, (string.gsub(template, "{marker}", tostring(counter))))
+    return wrk.format(nil, nil, nil, (string.gsub(template, "{marker}", "{run}-" .. counter)))
   end
 end
 done = function(summary, latency, requests)
@@ -80,6 +81,10 @@ def wrk(
     becomes a new number."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         lua = _WRK_SCRIPT.replace("{body}", str(body)).replace("{marker}", VARY_MARKER)
+        # Numbers unique to this run: wrk counts from 1 again in every run, and a later run
+        # of the same server would otherwise repeat an earlier run's conversations (answered
+        # from the router's decision cache, not decided).
+        lua = lua.replace("{run}", secrets.token_hex(6))
         lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
         lua = lua.replace("{headers}", lines)
         script.write(lua.replace("{vary}", "true" if vary else "false"))

@@ -29,7 +29,9 @@ class RouteChoice:
 
 class Router(Protocol):
     """Reads a conversation and picks a route. Blocking and CPU-bound: callers run it off
-    the event loop (``RouterService``). ``messages`` is the request's raw ``messages``."""
+    the event loop (``RouterService``). ``messages`` is the request's raw ``messages``.
+    A router whose ``choose`` may run in several threads at once says how many in a
+    ``concurrency`` attribute (none: one at a time)."""
 
     routes: tuple[Route, ...]
 

@@ -78,6 +78,10 @@ _WORD = re.compile(r"[^\W\d_]+")
 # learn "other" from small talk and closings, and real off-route requests (a recipe question
 # beside coding routes) sit closer to some route than those.
 OTHER_BIAS = -1.3
+# Decisions run at once (RouterService): two fill the idle gaps between a lone decision's
+# kernels on 2 cores (83 -> 119 decisions/s on the dev set); a third adds little (122) and
+# makes each decision slower.
+ROUTER_CONCURRENCY = 2
 # The cascade (EncoderRouter.decides_alone): MiniLM decides alone when its top choice has at
 # least this probability and the turn is English enough that its vote share is at least
 # CASCADE_SHARE of its full weight (90% of the turn's words known). Chosen on the development
@@ -126,11 +130,12 @@ class Encoder:
         self.tokenizer = Tokenizer.from_file(str(tokenizer))
         self.words = frozenset(w for w in self.tokenizer.get_vocab() if w.isalpha())
         self.tokenizer.no_truncation()
+        self.special_tokens = self.tokenizer.num_special_tokens_to_add(is_pair=False)
         pad = next(
             (t for t in ("[PAD]", "<pad>") if self.tokenizer.token_to_id(t) is not None), None
         )
-        pad_id = self.tokenizer.token_to_id(pad) if pad else 0
-        self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad or "[PAD]")
+        self.pad_id = (self.tokenizer.token_to_id(pad) if pad else 0) or 0
+        self.tokenizer.no_padding()
         self.session = load_session(model, settings, ENCODER_UNFUSED)
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name: o for o in self.session.get_outputs()}
@@ -155,23 +160,39 @@ class Encoder:
         self.dim = int(info.get("dim", width))
 
     def embed(self, texts: Sequence[str], max_tokens: int) -> Array:
-        """[len(texts), dim] unit vectors; each text cut to ``max_tokens`` tokens."""
-        self.tokenizer.enable_truncation(max_length=max_tokens)
+        """[len(texts), dim] unit vectors; each text cut to ``max_tokens`` tokens.
+
+        Texts whose tokens come out identical are run once: a long turn's opening lines,
+        read as its instruction, are often exactly what the whole turn's cut view keeps."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         # No token is ever longer than a few characters: cutting a pasted document before
         # tokenizing it saves the work of tokenizing what truncation would drop.
-        encodings = self.tokenizer.encode_batch([t[: max_tokens * CHARS_PER_TOKEN] for t in texts])
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        cut = [t[: max_tokens * CHARS_PER_TOKEN] for t in texts]
+        # Truncated per call, then given the special tokens, as the tokenizer's own truncation
+        # does, but without setting it on the shared tokenizer: decisions run concurrently.
+        encodings = self.tokenizer.encode_batch(cut, add_special_tokens=False)
+        for encoding in encodings:
+            encoding.truncate(max(max_tokens - self.special_tokens, 1))
+        encodings = [self.tokenizer.post_process(e) for e in encodings]
+        # Padded here rather than by the tokenizer, once the repeats are gone.
+        unique: dict[tuple[int, ...], int] = {}
+        where = [unique.setdefault(tuple(e.ids), len(unique)) for e in encodings]
+        width = max(len(ids) for ids in unique)
+        ids = np.full((len(unique), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(unique), width), dtype=np.int64)
+        for row, tokens in enumerate(unique):
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
         if self.vocab_map is not None:
             ids = self.vocab_map[ids]
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": mask}
         if self.token_types:
             feed["token_type_ids"] = np.zeros_like(ids)
         (out,) = self.session.run([self.output], feed)
-        if self.pooled:
-            result: Array = out
-            return result
-        return mean_pooled(out, mask)
+        vectors: Array = out if self.pooled else mean_pooled(out, mask)
+        result: Array = vectors[where]
+        return result
 
 
 def mean_pooled(hidden: Array, mask: Array) -> Array:
@@ -355,6 +376,11 @@ class EncoderRouter:
         self.members = list(members)
         self.names = [r.name for r in routes]
         self.reading = reading_for(settings)
+        # Above 1, MiniLM never decides alone (the benchmark's both-encoders figures).
+        self.cascade_confidence = CASCADE_CONFIDENCE
+        # choose() is safe in several threads (onnxruntime sessions are; the tokenizers are
+        # never reconfigured per call): RouterService runs this many decisions at once.
+        self.concurrency = ROUTER_CONCURRENCY
 
     @classmethod
     def load(
@@ -386,16 +412,15 @@ class EncoderRouter:
         total = sum(raw) or 1.0
         return [w / total for w in raw]
 
-    def decides_alone(
-        self, weight: float, logp: Array, confidence: float = CASCADE_CONFIDENCE
-    ) -> bool:
+    def decides_alone(self, weight: float, logp: Array, confidence: float | None = None) -> bool:
         """Whether the first encoder's answer stands without asking the others (a cascade):
         when the turn is in words it knows (its vote share is near its full weight) and it
         is sure of its choice. The others cost most of a decision (e5 reads at twice
         MiniLM's cost per token) and, on the development set, change almost none of the
         answers MiniLM is this sure of."""
         full_share = self.members[0].spec.weight / sum(m.spec.weight for m in self.members)
-        sure = float(np.exp(logp.max())) >= confidence
+        threshold = self.cascade_confidence if confidence is None else confidence
+        sure = float(np.exp(logp.max())) >= threshold
         return weight >= CASCADE_SHARE * full_share and sure
 
     def choose(self, messages: Sequence[object]) -> RouteChoice:

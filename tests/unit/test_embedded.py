@@ -4,11 +4,13 @@ two ONNX encoders, their trained adapters, and the pooled decision."""
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from plano_extproc.config import Config, parse_config
 from plano_extproc.router import RouterLoadError, default_models_dir, load_router
@@ -249,3 +251,74 @@ def test_pooled_is_the_weighted_sum_with_the_other_bias() -> None:
     expected[-1] += OTHER_BIAS + np.log(2)  # two routes, then "other"
     assert got == pytest.approx(expected)
     assert pooled([1.0], [a]) == pytest.approx(a)  # one encoder: no bias
+
+
+def test_texts_that_tokenize_alike_are_run_once(
+    router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = router.members[0].encoder
+    long_text = "please summarise this report about quarterly revenue " * 20
+    # Cut to 16 tokens, the long text and its own first lines are the same tokens.
+    texts = [long_text, "a haiku about tea", long_text[:200], long_text]
+    fed: list[tuple[int, int]] = []
+    run = encoder.session.run
+
+    def counting(outputs: Any, feed: Any) -> Any:
+        fed.append(feed["input_ids"].shape)
+        return run(outputs, feed)
+
+    monkeypatch.setattr(encoder.session, "run", counting)
+    together = encoder.embed(texts, max_tokens=16)
+    assert fed == [(2, 16)]  # two different cuts, padded to the longer
+    monkeypatch.undo()
+    assert together.shape == (4, encoder.dim)
+    assert (together[0] == together[2]).all() and (together[0] == together[3]).all()
+    # Each vector is what the text gets alone (an int8 run's activation scales span its
+    # rows, so alone and beside another text agree to a cosine near 1, not bit for bit).
+    for text, vector in zip(texts, together, strict=True):
+        assert float(vector @ encoder.embed([text], max_tokens=16)[0]) > 0.99
+    assert encoder.embed([], max_tokens=16).shape == (0, encoder.dim)
+
+
+@pytest.mark.parametrize("member", [0, 1])
+def test_cutting_equals_the_tokenizers_own_truncation(router: EncoderRouter, member: int) -> None:
+    encoder = router.members[member].encoder
+    reference = Tokenizer.from_str(encoder.tokenizer.to_str())
+    texts = [
+        "short",
+        "a longer request about the quarterly revenue report " * 30,
+        "日本語の文章です" * 40,
+    ]
+    for max_tokens in (8, 32, 85):
+        reference.enable_truncation(max_length=max_tokens)
+        expected = [e.ids for e in reference.encode_batch(texts)]
+        encoded = encoder.tokenizer.encode_batch(texts, add_special_tokens=False)
+        for e in encoded:
+            e.truncate(max_tokens - encoder.special_tokens)
+        assert [encoder.tokenizer.post_process(e).ids for e in encoded] == expected
+
+
+def test_concurrent_decisions_equal_sequential_ones(router: EncoderRouter) -> None:
+    # The service runs two decisions at once on the same sessions and tokenizers.
+    conversations = [
+        [user("write a short story about a lighthouse keeper")],
+        [user("translate 'good morning, how are you' into Spanish " * 12)],
+        [user("Schreib mir bitte ein kurzes Gedicht über den Herbstwald")],
+        [user("write a python function that merges two sorted lists")],
+        # Three views share the budget: each is cut shorter than a one-view conversation's,
+        # so decisions running at once ask for different cuts.
+        [
+            user("what does this stack trace mean? " + "at Parser.read(line 42) " * 40),
+            assistant("It is a parse error in read; which input did you give it?"),
+            user("this file: " + "id,name,amount\n1,apples,3\n" * 40),
+        ],
+    ] * 6
+    sequential = [router.choose(c) for c in conversations]
+    with ThreadPoolExecutor(2) as pool:
+        concurrent = list(pool.map(router.choose, conversations))
+    assert [c.scores for c in concurrent] == [c.scores for c in sequential]
+    # What makes that safe rather than lucky: no decision configures the shared tokenizers
+    # (a truncation set by one decision would cut the other's texts).
+    for member in router.members:
+        assert member.encoder.tokenizer.truncation is None
+        assert member.encoder.tokenizer.padding is None

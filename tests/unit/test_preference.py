@@ -295,6 +295,26 @@ def test_a_slow_or_failing_router_answers_none() -> None:
     failing.close()
 
 
+@pytest.mark.parametrize(("concurrency", "threads"), [(None, 1), (2, 2), (0, 1), ("2", 1)])
+def test_a_router_that_allows_it_decides_several_at_once(concurrency: object, threads: int) -> None:
+    router = SlowRouter(0.2)
+    if concurrency is not None:
+        router.concurrency = concurrency  # type: ignore[attr-defined]
+    service = RouterService(router, timeout_s=2.0)
+
+    async def four() -> tuple[list[RouteChoice | None], float]:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(service.choose([]) for _ in range(4)))
+        return list(answers), time.monotonic() - started
+
+    answers, elapsed = asyncio.run(four())
+    service.close()
+    assert all(a is not None and a.route == "creative_tasks" for a in answers)
+    assert len(router.threads) == threads
+    # Four 0.2 s decisions: 0.8 s one at a time, 0.4 s two at a time.
+    assert 0.2 * 4 / threads - 0.05 <= elapsed < 0.2 * 4 / threads + 0.3
+
+
 def test_decisions_that_expired_in_the_queue_are_skipped() -> None:
     router = SlowRouter(0.2)
     service = RouterService(router, timeout_s=0.1)
