@@ -134,19 +134,33 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+SYNTHETIC_TEXT = (
+    "please help me understand why the quarterly numbers moved so much this year. "
+    "the sales team says the northern region grew while returns doubled in the south. "
+    "we changed the pricing in march and moved two warehouses before the summer. "
+    "finance wants a short note for the board that explains the swing in plain words. "
+) * 8
+
+
 def synthetic_latency(router: Router, tokens: int, runs: int = 60) -> tuple[float, float]:
-    """p50/p99 ms for a 3-turn conversation of about ``tokens`` tokens in all."""
-    words = ("please help me understand why the quarterly numbers moved so much " * 64).split()
+    """p50/p99 ms for a 3-turn conversation of about ``tokens`` tokens in all. The turns
+    differ (the router reads identical views once) and each run's conversation is new (a
+    router may remember decisions)."""
+    words = SYNTHETIC_TEXT.split()
     per_turn = max(tokens // 3 - 2, 1)
-    text = " ".join(words[:per_turn])
-    messages = [
-        {"role": "user", "content": text},
-        {"role": "assistant", "content": text},
-        {"role": "user", "content": text},
-    ]
-    router.choose(messages)
+
+    def turn(i: int, run: int) -> str:
+        start = (i * 13 + run) % (len(words) - per_turn)
+        return " ".join(words[start : start + per_turn])
+
+    def conversation_for(run: int) -> list[dict[str, str]]:
+        roles = ("user", "assistant", "user")
+        return [{"role": role, "content": turn(i, run)} for i, role in enumerate(roles)]
+
+    router.choose(conversation_for(runs))
     times = []
-    for _ in range(runs):
+    for run in range(runs):
+        messages = conversation_for(run)
         started = time.perf_counter()
         router.choose(messages)
         times.append((time.perf_counter() - started) * 1e3)
@@ -205,21 +219,29 @@ def _wait_ready(process: subprocess.Popen[bytes], log: Path) -> None:
 
 def _time_requests(port: int, up_pid: int, rounds: int, per_round: int) -> dict[str, float]:
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    poem = {"role": "user", "content": "write a short poem about the sea at night, four lines"}
-    bodies = {
-        "model-routed": {"model": "openai/gpt-5.2", "messages": [poem]},
-        "preference-routed": {"model": "auto", "messages": [poem]},
-    }
-    times: dict[str, list[float]] = {k: [] for k in bodies}
+
+    def body(kind: str, n: int) -> dict[str, object]:
+        # A new request each time: the server remembers preference decisions, and a
+        # repeated conversation would time the cache, not the router.
+        poem = f"write a short poem about the sea at night, four lines, draft {n}"
+        model = "openai/gpt-5.2" if kind == "model-routed" else "auto"
+        return {"model": model, "messages": [{"role": "user", "content": poem}]}
+
+    kinds = ("model-routed", "preference-routed")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    sent = 0
     with httpx.Client() as client:
         for _ in range(20):  # warm up connections and the router
-            for body in bodies.values():
-                client.post(url, json=body)
+            for kind in kinds:
+                sent += 1
+                client.post(url, json=body(kind, sent))
         for _ in range(rounds):
-            for kind, body in bodies.items():  # interleaved: the same noise for both
+            for kind in kinds:  # interleaved: the same noise for both
                 for _ in range(per_round):
+                    sent += 1
+                    request = body(kind, sent)
                     started = time.perf_counter()
-                    response = client.post(url, json=body)
+                    response = client.post(url, json=request)
                     times[kind].append((time.perf_counter() - started) * 1e3)
                     assert response.status_code == 200, response.text
                     if kind == "preference-routed":
