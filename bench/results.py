@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from datetime import date
 from pathlib import Path
 
 _TITLE = "# Benchmark results\n\nEach section is rewritten by the benchmark named in it.\n"
@@ -20,6 +21,11 @@ def write_section(path: Path, key: str, markdown: str) -> None:
         pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
         text = pattern.sub(lambda _: block, text)
     path.write_text(text)
+
+
+def heading(title: str) -> list[str]:
+    """A section's first lines: its title with today's date, then the machine."""
+    return [f"## {title} ({date.today()})", "", f"Machine: {machine()}", ""]
 
 
 def machine() -> str:

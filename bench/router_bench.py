@@ -21,7 +21,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
 from pathlib import Path
 
 import httpx
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import machine, write_section  # noqa: E402
+from results import heading, write_section  # noqa: E402
 
 from plano_extproc.config import Config, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
@@ -278,8 +277,7 @@ def main() -> int:
     parser.add_argument("--misses", action="store_true", help="list every wrong answer")
     args = parser.parse_args()
 
-    lines = [f"## Router: accuracy and decision latency ({date.today()})", ""]
-    lines += [f"Machine: {machine()}", ""]
+    lines = heading("Router: accuracy and decision latency")
     lines += [
         "Written by `make bench` (bench/router_bench.py), all in one run. Targets (issue 3):",
         "accuracy >= 90% on held-out conversations; decision p50 <= 15 ms and p99 <= 40 ms for",

@@ -18,7 +18,6 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import machine, write_section  # noqa: E402
+from results import heading, write_section  # noqa: E402
 from router_bench import SETS, bench_config  # noqa: E402
 
 from plano_extproc.router import load_router  # noqa: E402
@@ -97,8 +96,7 @@ def main() -> int:
         c for c, (right, _, n) in zip(CONFIDENCES, dev, strict=True) if right >= pooled_right
     )
 
-    lines = [f"## Router: the cascade's confidence ({date.today()})", ""]
-    lines += [f"Machine: {machine()}", ""]
+    lines = heading("Router: the cascade's confidence")
     lines += [
         "Written by `python bench/router/cascade.py --write bench/RESULTS.md`. MiniLM decides",
         "alone when the turn is English (90% of its words known) and its top choice has at",

@@ -34,7 +34,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import machine, write_section  # noqa: E402
+from results import heading, write_section  # noqa: E402
 
 from plano_extproc.config import DEFAULT_ROUTER, Route, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
@@ -199,6 +198,9 @@ def main() -> int:
     parser.add_argument("--hard", type=float, default=0.3)
     parser.add_argument("--other-bias", type=float, help="instead of embedded.OTHER_BIAS")
     parser.add_argument("--assistant-weight", type=float, help="instead of embedded's")
+    parser.add_argument(
+        "--cascade-confidence", type=float, help="instead of embedded's (above 1: no cascade)"
+    )
     parser.add_argument("--misses", action="store_true", help="list held_out's wrong answers")
     parser.add_argument("--folds", default="", help="only these train files' suffixes, e.g. abcd")
     parser.add_argument("--variants", default="identity,held_out,all_routes")
@@ -275,6 +277,8 @@ def main() -> int:
                     for spec in DEFAULT_MEMBERS
                 ]
                 router = EncoderRouter(routes, DEFAULT_ROUTER, members)
+                if args.cascade_confidence is not None:
+                    router.cascade_confidence = args.cascade_confidence
                 tally = tallies[variant]
                 for case in cases:
                     choice = router.choose(case.messages)
@@ -293,8 +297,7 @@ def main() -> int:
     keys = ["ALL", *(f"kind:{k}" for k in ("single", "follow_up", "topic_shift", "other"))]
     keys += [f"fold:{suffixes[f]}" for f in folds]
     settings = {k: v for k, v in vars(args).items() if k not in ("misses", "write", "data")}
-    lines = [f"## Router: leave-routes-out ({date.today()})", ""]
-    lines += [f"Machine: {machine()}", ""]
+    lines = heading("Router: leave-routes-out")
     lines += [
         "Written by `python bench/router/leave_routes_out.py --write bench/RESULTS.md`. For each",
         "training file (plano_extproc/modelbuild/data/train_<fold>.jsonl, 14 to 45 routes), both",

@@ -709,13 +709,7 @@ def _build_into(staging: Path, wheel: Path) -> None:
     onnx.save_model(model, str(staging / "model.onnx"))
     del model
     # Fused int8: 3 x 85 tokens in 25 ms instead of 63 (fp32) or 33 (unfused int8).
-    wheels.quantize_for_serving(
-        staging / "model.onnx",
-        staging / SERVING_MODEL,
-        layers=config.layers,
-        heads=config.heads,
-        hidden=config.hidden,
-    )
+    wheels.quantize_for_serving(staging / "model.onnx", staging / SERVING_MODEL, config)
 
 
 def ensure_e5(models_dir: Path, *, quiet: bool = False) -> Path:

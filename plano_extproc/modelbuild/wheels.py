@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 MANIFEST_NAME = "plano-encoder.json"
 DOWNLOAD_DIRNAME = "_download"
@@ -92,7 +92,18 @@ def exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def quantize_for_serving(model: Path, out: Path, *, layers: int, heads: int, hidden: int) -> None:
+class TransformerShape(Protocol):
+    """What the fusion needs to know of an encoder (both exporters' configs have it)."""
+
+    @property
+    def layers(self) -> int: ...
+    @property
+    def heads(self) -> int: ...
+    @property
+    def hidden(self) -> int: ...
+
+
+def quantize_for_serving(model: Path, out: Path, shape: TransformerShape) -> None:
     """The serving model: ``model``'s transformer layers fused into onnxruntime's own
     operators, then its matmul weights quantized to int8 (see SERVING_MODEL).
 
@@ -119,15 +130,15 @@ def quantize_for_serving(model: Path, out: Path, *, layers: int, heads: int, hid
     fused = optimize_model(
         str(model),
         model_type="bert",
-        num_heads=heads,
-        hidden_size=hidden,
+        num_heads=shape.heads,
+        hidden_size=shape.hidden,
         opt_level=0,
         optimization_options=fusions,
     )
     counts = fused.get_fused_operator_statistics()
-    if counts.get("Attention") != layers:
+    if counts.get("Attention") != shape.layers:
         raise RuntimeError(
-            f"{model}: {counts.get('Attention')} of {layers} attention layers fused; "
+            f"{model}: {counts.get('Attention')} of {shape.layers} attention layers fused; "
             "the exporter's graph no longer matches onnxruntime's fusion patterns"
         )
     fused_path = out.with_name(out.stem + ".fused.onnx")
