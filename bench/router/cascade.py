@@ -4,9 +4,11 @@ The embedded router asks its second encoder (multilingual-e5-small, about twice 
 cost per token) only when MiniLM is unsure or the turn is not English enough
 (``EncoderRouter.decides_alone``). For every conversation of each set this computes both
 encoders' log-probabilities once, then replays the decision for each confidence: MiniLM's
-answer where it would decide alone, the pooled answer elsewhere. ``CASCADE_CONFIDENCE`` is
-chosen on the development set only: the lowest confidence that is right as often as never
-deciding alone (the holdout and independent columns are measured, not used).
+answer where it would decide alone, the pooled answer elsewhere. The dev column's candidate is
+the lowest confidence that is right as often as never deciding alone; ``CASCADE_CONFIDENCE``
+also weighs leave-routes-out (``leave_routes_out.py --cascade-confidence``), where trusting
+MiniLM too early costs accuracy on routes its adapter never saw. The holdout and independent
+columns are measured, not used.
 
     python bench/router/cascade.py [--write bench/RESULTS.md]
 """
@@ -102,8 +104,9 @@ def main() -> int:
         "alone when the turn is English (90% of its words known) and its top choice has at",
         "least the confidence below; otherwise e5 is asked too and the two are pooled. Each",
         "cell: accuracy, and the share of decisions MiniLM made alone (e5 not run). 1.01 is",
-        "never alone (both encoders every time). Chosen on dev (the lowest confidence that is",
-        f"right as often as never alone): **{chosen}**; the router uses {CASCADE_CONFIDENCE}.",
+        "never alone (both encoders every time). Dev's candidate (the lowest confidence that",
+        f"is right as often as never alone): **{chosen}**; the router uses {CASCADE_CONFIDENCE}",
+        "(see embedded.CASCADE_CONFIDENCE: leave-routes-out weighs in too).",
         "",
         "| confidence | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
