@@ -184,7 +184,7 @@ class Stack:
 
 
 @contextmanager
-def stack(workdir: Path, gateways: tuple[str, ...]) -> Iterator[Stack]:
+def stack(workdir: Path, gateways: tuple[str, ...], routing: str = "") -> Iterator[Stack]:
     with ExitStack() as stop:
 
         def start(name: str, argv: list[str], ready: Callable[[], bool]) -> int:
@@ -208,7 +208,8 @@ def stack(workdir: Path, gateways: tuple[str, ...]) -> Iterator[Stack]:
             engine, workers, log_off = _gateway_kind(key)
             port = procs.free_port()
             config = workdir / f"plano-{key.replace(' ', '-')}.yaml"
-            config.write_text(GATEWAY_CONFIG.format(port=port, provider=provider, stream=stream))
+            text = GATEWAY_CONFIG.format(port=port, provider=provider, stream=stream)
+            config.write_text(text + routing)
             argv = [sys.executable, "-m", "plano_extproc", "up", str(config),
                     "--concurrency", str(ENVOY_CONCURRENCY), "--workers", workers,
                     "--engine", engine, "--extproc-port", str(procs.free_ports(int(workers))),
@@ -807,6 +808,12 @@ def main() -> int:
         "--only",
         help="only these targets (comma-separated; their floors run too): " + ", ".join(TARGETS),
     )
+    parser.add_argument(
+        "--router-threads",
+        type=int,
+        default=0,
+        help="the gateways' routing.threads (onnxruntime threads per decision; 0: the default)",
+    )
     parser.add_argument("--profile", type=float, default=0, help="only profile, this many s")
     parser.add_argument("--native", action="store_true", help="profile C frames too")
     parser.add_argument("--write", type=Path, help="write the report into this file's section")
@@ -833,7 +840,8 @@ def main() -> int:
     lines += [f"Machine: {machine()}. Written by `make bench` (bench/load_bench.py).", ""]
     with tempfile.TemporaryDirectory(prefix="plano-bench-") as tmp:
         workdir = Path(tmp)
-        with stack(workdir, gateways) as running:
+        routing = f"routing:\n  threads: {args.router_threads}\n" if args.router_threads else ""
+        with stack(workdir, gateways, routing) as running:
             if args.profile:
                 print("\n".join(profile(running, workdir, args.profile, args.native)))
                 return 0
