@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import loadgen  # noqa: E402
 import procs  # noqa: E402
 import upstreams  # noqa: E402
-from results import machine, write_section  # noqa: E402
+from results import machine, publish  # noqa: E402
 
 from plano_extproc.envoy_config import envoy_binary  # noqa: E402
 
@@ -909,9 +909,7 @@ def main() -> int:
             *log_cost(runner),
         ]
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section(args.write, "access-log" if args.log_cost else "load", report)
+    publish(report, args.write, "access-log" if args.log_cost else "load")
     return 0
 
 

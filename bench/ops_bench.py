@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import load_bench  # noqa: E402
 import loadgen  # noqa: E402
 import procs  # noqa: E402
-from results import machine, write_section  # noqa: E402
+from results import machine, publish  # noqa: E402
 
 OFF, METRICS, TOKENS = "off", "metrics", "metrics + tokens"
 BOTH, ALL = "metrics + access log", "metrics + tokens + access log"
@@ -200,9 +200,7 @@ def main() -> int:
     if not access_log:
         lines += ["", "This checkout's `up` has no access log: metrics only."]
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section(args.write, "ops", report)
+    publish(report, args.write, "ops")
     return 0
 
 

@@ -37,7 +37,7 @@ import loadgen  # noqa: E402
 import procs  # noqa: E402
 import upstreams  # noqa: E402
 from load_bench import chat_body  # noqa: E402
-from results import machine, write_section  # noqa: E402
+from results import machine, publish  # noqa: E402
 
 from plano_extproc.envoy_config import envoy_binary  # noqa: E402
 
@@ -201,9 +201,7 @@ def main() -> int:
         + ".",
     ]
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section(args.write, "pod", report)
+    publish(report, args.write, "pod")
     return 0
 
 

@@ -23,6 +23,13 @@ def write_section(path: Path, key: str, markdown: str) -> None:
     path.write_text(text)
 
 
+def publish(report: str, path: Path | None, key: str) -> None:
+    """Print ``report``, and write it as section ``key`` of ``path`` when one is given."""
+    print(report)
+    if path is not None:
+        write_section(path, key, report)
+
+
 def heading(title: str) -> list[str]:
     """A section's first lines: its title with today's date, then the machine."""
     return [f"## {title} ({date.today()})", "", f"Machine: {machine()}", ""]

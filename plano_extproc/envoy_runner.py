@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import http.client
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import unix_http
 from .config import Config
 from .envoy_config import (
     DEFAULT_ADMIN_SOCKET,
@@ -42,7 +42,6 @@ from .envoy_config import (
 )
 from .envoy_config.dynamic import XDS_DIR, render_dynamic, write_xds
 from .processes import Child, StopSignals, reap_orphans, spawn, terminate
-from .unix_http import UnixHTTPConnection
 
 # Long enough for a long streamed answer to finish, short enough to fit Kubernetes' default
 # terminationGracePeriodSeconds (30) with the rest of a pod's stop.
@@ -122,17 +121,7 @@ def admin_request(
     options: EnvoyOptions, method: str, path: str, timeout: float = 0.5
 ) -> tuple[int, bytes]:
     """``method path`` on Envoy's admin API (on its Unix socket, or on 127.0.0.1)."""
-    connection: http.client.HTTPConnection
-    if options.admin_port is not None:
-        connection = http.client.HTTPConnection("127.0.0.1", options.admin_port, timeout=timeout)
-    else:
-        connection = UnixHTTPConnection(options.admin_socket or DEFAULT_ADMIN_SOCKET, timeout)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    return unix_http.request(admin_target(options), method, path, timeout)
 
 
 def admin_get(options: EnvoyOptions, path: str, timeout: float = 0.5) -> tuple[int, bytes]:

@@ -18,8 +18,8 @@ from .config import Config, load_config
 from .decide import decide
 from .errors import ErrorReply
 from .resolve import Decision
-from .router import OTHER, RouteChoice, load_router
-from .router.service import RouterService
+from .router import OTHER, RouteChoice
+from .router.service import RouterService, load_service
 
 
 def with_stand_in_keys(config: Config) -> Config:
@@ -33,8 +33,7 @@ async def route_lines(
     config: Config, lines: IO[str], out: IO[str], *, explain: bool, api: ClientApi = OPENAI_CHAT
 ) -> int:
     """Answer every line of ``lines``; 0 if all were routed, 1 if any got an error."""
-    router = load_router(config)
-    service = RouterService(router, config.router.timeout_s) if router is not None else None
+    service = load_service(config)
     status = 0
     try:
         for line in lines:

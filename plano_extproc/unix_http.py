@@ -19,3 +19,20 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         sock.connect(self._path)
         self.sock = sock
+
+
+def request(target: str, method: str, path: str, timeout: float) -> tuple[int, bytes]:
+    """``method path`` at ``target``: a Unix socket's path (starting with /), or HOST:PORT.
+    Returns the status and the whole body (http.client undoes chunking)."""
+    connection: http.client.HTTPConnection
+    if target.startswith("/"):
+        connection = UnixHTTPConnection(target, timeout)
+    else:
+        host, port = target.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=timeout)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

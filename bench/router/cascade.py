@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import heading, write_section  # noqa: E402
+from results import heading, publish  # noqa: E402
 from router_bench import SETS, bench_config  # noqa: E402
 
 from plano_extproc.router import load_router  # noqa: E402
@@ -118,9 +118,7 @@ def main() -> int:
             cells.append(f"{100 * right / total:.1f}% ({100 * alone / total:.0f}% alone)")
         lines.append(f"| {confidence} | " + " | ".join(cells) + " |")
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section(args.write, "router-cascade", report)
+    publish(report, args.write, "router-cascade")
     return 0
 
 

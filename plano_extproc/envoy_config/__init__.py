@@ -17,7 +17,6 @@ from typing import cast
 import yaml
 from betterproto2 import Casing
 from envoy_data_plane.envoy.config.bootstrap import v3 as bootstrap
-from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.listener import v3 as listener
 from envoy_data_plane.envoy.config.overload import v3 as overload
 from envoy_data_plane.envoy.extensions.filters.http.buffer import v3 as buffer
@@ -34,7 +33,7 @@ from ..wire import envoy_body_limit
 from .access_log import access_logs
 from .binary import envoy_binary, system_ca_bundle, validate_with_envoy
 from .clusters import EXTPROC_CLUSTER, extproc_cluster, provider_cluster
-from .common import address, http_filter, manager_chains
+from .common import address, admin_address, http_filter, manager_chains
 from .fallback import chain_clusters
 from .filters import (
     HEADER_MUTATION,
@@ -97,7 +96,7 @@ def render_bootstrap(config: Config, options: EnvoyOptions = DEFAULTS) -> dict[s
         listeners.append(ready_listener(options, options.ready_port))
         clusters.append(admin_cluster(options))
     rendered = bootstrap.Bootstrap(
-        admin=bootstrap.Admin(address=_admin_address(options)),
+        admin=bootstrap.Admin(address=admin_address(options, ADMIN_SOCKET_MODE)),
         static_resources=bootstrap.BootstrapStaticResources(listeners=listeners, clusters=clusters),
         overload_manager=_connection_limit(),
         layered_runtime=export_batching() if config.tracing is not None else None,
@@ -118,13 +117,6 @@ def _connection_limit() -> overload.OverloadManager:
         typed_config=Any.pack(limit),
     )
     return overload.OverloadManager(resource_monitors=[monitor])
-
-
-def _admin_address(options: EnvoyOptions) -> core.Address:
-    if options.admin_port is not None:
-        return address("127.0.0.1", options.admin_port)
-    path = options.admin_socket or DEFAULT_ADMIN_SOCKET
-    return core.Address(pipe=core.Pipe(path=path, mode=ADMIN_SOCKET_MODE))
 
 
 def _listener(config: Config, options: EnvoyOptions) -> listener.Listener:

@@ -38,14 +38,19 @@ def circuit_breakers(limit: int) -> cluster.CircuitBreakers:
     )
 
 
-def extproc_cluster(options: EnvoyOptions, limit: int) -> cluster.Cluster:
-    # gRPC needs HTTP/2. Envoy's default windows (256 MiB) already carry a max_body_size body
-    # each way in one message (a 16 MiB body and a 12 MB replacement passed).
+def http2_only() -> dict[str, Any]:
+    """A cluster's typed_extension_protocol_options for a gRPC upstream: HTTP/2 only."""
     h2 = upstream_http.HttpProtocolOptions(
         explicit_http_config=upstream_http.HttpProtocolOptionsExplicitHttpConfig(
             http2_protocol_options=core.Http2ProtocolOptions()
         )
     )
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(h2)}
+
+
+def extproc_cluster(options: EnvoyOptions, limit: int) -> cluster.Cluster:
+    # gRPC needs HTTP/2. Envoy's default windows (256 MiB) already carry a max_body_size body
+    # each way in one message (a 16 MiB body and a 12 MB replacement passed).
     hosts = [
         endpoint.LbEndpoint(endpoint=endpoint.Endpoint(address=address(h, p)))
         for h, p in options.extproc
@@ -57,9 +62,7 @@ def extproc_cluster(options: EnvoyOptions, limit: int) -> cluster.Cluster:
         lb_policy=cluster.ClusterLbPolicy.ROUND_ROBIN,
         # The server ends each call with its decision, so this bounds decisions in flight.
         circuit_breakers=circuit_breakers(limit),
-        typed_extension_protocol_options={
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(h2)
-        },
+        typed_extension_protocol_options=http2_only(),
         load_assignment=endpoint.ClusterLoadAssignment(
             cluster_name=EXTPROC_CLUSTER,
             endpoints=[endpoint.LocalityLbEndpoints(lb_endpoints=hosts)],

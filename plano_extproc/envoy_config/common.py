@@ -21,10 +21,21 @@ from ..apis import OPENAI_CHAT, ClientApi
 from ..wire import (
     METADATA_NAMESPACE,
 )
+from .options import DEFAULT_ADMIN_SOCKET, EnvoyOptions
 
 
 def address(host: str, port: int) -> core.Address:
     return core.Address(socket_address=core.SocketAddress(address=host, port_value=port))
+
+
+def admin_address(options: EnvoyOptions, mode: int = 0) -> core.Address:
+    """Where Envoy's admin API is: 127.0.0.1:PORT, or its Unix socket. ``mode`` is the
+    socket's file mode where Envoy creates it (the admin itself); 0 leaves it unset (a
+    cluster that connects to it)."""
+    if options.admin_port is not None:
+        return address("127.0.0.1", options.admin_port)
+    path = options.admin_socket or DEFAULT_ADMIN_SOCKET
+    return core.Address(pipe=core.Pipe(path=path, mode=mode))
 
 
 def header(key: str, value: str, only_if_absent: bool = False) -> core.HeaderValueOption:

@@ -14,7 +14,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from envoy_data_plane.envoy.config.cluster import v3 as cluster
-from envoy_data_plane.envoy.config.core import v3 as core
 from envoy_data_plane.envoy.config.endpoint import v3 as endpoint
 from envoy_data_plane.envoy.config.listener import v3 as listener
 from envoy_data_plane.envoy.config.route import v3 as route
@@ -22,8 +21,8 @@ from envoy_data_plane.envoy.extensions.filters.http.router import v3 as router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
 
-from .common import address, http_filter, manager_chains
-from .options import DEFAULT_ADMIN_SOCKET, EnvoyOptions
+from .common import address, admin_address, http_filter, manager_chains
+from .options import EnvoyOptions
 
 READY_LISTENER = "ready"
 ADMIN_CLUSTER = "plano_admin"
@@ -31,13 +30,6 @@ READY_PATH = "/ready"
 
 # A probe's request and answer are a few hundred bytes; this listener faces the network.
 _BUFFER_LIMIT = 16 * 1024
-
-
-def admin_address(options: EnvoyOptions) -> core.Address:
-    if options.admin_port is not None:
-        return address("127.0.0.1", options.admin_port)
-    path = options.admin_socket or DEFAULT_ADMIN_SOCKET
-    return core.Address(pipe=core.Pipe(path=path))
 
 
 def ready_listener(options: EnvoyOptions, port: int) -> listener.Listener:

@@ -22,7 +22,6 @@ from envoy_data_plane.envoy.config.trace import v3 as trace
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager import v3 as hcm
 from envoy_data_plane.envoy.extensions.request_id.uuid import v3 as uuid
 from envoy_data_plane.envoy.extensions.tracers.opentelemetry.samplers import v3 as samplers
-from envoy_data_plane.envoy.extensions.upstreams.http import v3 as upstream_http
 from envoy_data_plane.envoy.type import v3 as type_v3
 from envoy_data_plane.envoy.type.metadata import v3 as metadata
 from envoy_data_plane.envoy.type.tracing import v3 as tracing_tags
@@ -38,6 +37,7 @@ from ..wire import (
     ROUTE_KEY,
     ROUTING_KEY,
 )
+from .clusters import http2_only
 from .common import address
 
 COLLECTOR_CLUSTER = "plano_otlp_collector"
@@ -131,19 +131,12 @@ def export_batching() -> bootstrap.LayeredRuntime:
 def collector_cluster(config: Tracing) -> cluster.Cluster:
     """The OTLP/gRPC collector (HTTP/2, plaintext), found by DNS so ``localhost`` or a
     Kubernetes service name does."""
-    h2 = upstream_http.HttpProtocolOptions(
-        explicit_http_config=upstream_http.HttpProtocolOptionsExplicitHttpConfig(
-            http2_protocol_options=core.Http2ProtocolOptions()
-        )
-    )
     return cluster.Cluster(
         name=COLLECTOR_CLUSTER,
         type=cluster.ClusterDiscoveryType.STRICT_DNS,
         dns_lookup_family=cluster.ClusterDnsLookupFamily.V4_PREFERRED,
         connect_timeout=timedelta(seconds=1),
-        typed_extension_protocol_options={
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(h2)
-        },
+        typed_extension_protocol_options=http2_only(),
         load_assignment=endpoint.ClusterLoadAssignment(
             cluster_name=COLLECTOR_CLUSTER,
             endpoints=[

@@ -27,8 +27,7 @@ from ..ops.reload import (
     log_refused,
     watched_paths,
 )
-from ..router import load_router
-from ..router.service import RouterService
+from ..router.service import RouterService, load_service
 from .h2grpc import OpenStream
 
 log = logging.getLogger("plano_extproc.reload")
@@ -42,12 +41,6 @@ def router_key(config: Config) -> tuple[object, ...]:
     return (config.router, tuple((r.name, r.description) for r in config.routes))
 
 
-def make_service(config: Config) -> RouterService | None:
-    """Blocking (the model loads, the routes are embedded): run it off the event loop."""
-    router = load_router(config)
-    return RouterService(router, config.router.timeout_s) if router is not None else None
-
-
 class LiveConfig:
     """The config the server serves, replaced on a reload. ``streams(config, service)``
     makes what opens streams for a config; ``install`` puts it in the server."""
@@ -59,7 +52,7 @@ class LiveConfig:
         streams: Callable[[Config, RouterService | None], OpenStream],
         install: Callable[[OpenStream], None],
         load: Callable[[str], Config] = load_config,
-        build: Callable[[Config], RouterService | None] = make_service,
+        build: Callable[[Config], RouterService | None] = load_service,
     ) -> None:
         self.config = config
         self.service = service

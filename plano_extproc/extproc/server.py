@@ -29,10 +29,9 @@ from ..config import Config
 from ..decide import Pending
 from ..errors import ErrorReply
 from ..ops import endpoint, metrics
-from ..router import load_router
 from ..router.base import RouteChoice
 from ..router.conversation import reading_for
-from ..router.service import RouterService
+from ..router.service import RouterService, load_service
 from ..translate import APIS, translator
 from ..wire import (
     CHAIN_KEY,
@@ -122,6 +121,10 @@ class ExtProcService:
             # cannot be readied, and must not leave as the attempt before left it.
             log.warning("a fallback stream for an unknown chain %r", chain_id[:40])
             return self._unknown_chain
+        return self._decider(metadata)
+
+    def _decider(self, metadata: Mapping[str, str]) -> Handler:
+        """The handler of a decision stream (the request's headers and body)."""
         api = client_api(metadata.get(API_METADATA))
         return self._deciders[(api or OPENAI_CHAT).metadata]
 
@@ -250,16 +253,12 @@ class TracedExtProcService(ExtProcService):
         super().__init__(processor, router, reader)
         self._tracer = tracer
 
-    def open_stream(self, metadata: Mapping[str, str]) -> Handler:
+    def _decider(self, metadata: Mapping[str, str]) -> Handler:
         traceparent = metadata.get(TRACEPARENT)
-        if (
-            traceparent is None
-            # A request Envoy did not sample (W3C flags, the last two hex digits, bit 0).
-            or not _sampled(traceparent)
-            or TRANSLATE_METADATA in metadata
-            or FALLBACK_METADATA in metadata
-        ):
-            return super().open_stream(metadata)
+        # A request Envoy did not sample (W3C flags, the last two hex digits, bit 0): as
+        # without tracing.
+        if traceparent is None or not _sampled(traceparent):
+            return super()._decider(metadata)
         api = client_api(metadata.get(API_METADATA)) or OPENAI_CHAT
         return functools.partial(self.handle, api=api, trace=traceparent)
 
@@ -535,8 +534,7 @@ async def serve(config: Config, options: ServeOptions, ready: asyncio.Event | No
             log.info("metrics on http://%s/metrics", metrics_listen)
         # Loaded off the event loop: health checks are answered meanwhile. A model that
         # cannot load stops the server (RouterLoadError).
-        router = await loop.run_in_executor(None, load_router, config)
-        service = RouterService(router, config.router.timeout_s) if router is not None else None
+        service = await loop.run_in_executor(None, load_service, config)
         # One helper for big bodies; two where there are cores to spare for them. None when
         # the body limit leaves no body big enough to need one.
         if config.listener.max_body_bytes > BIG_BODY_BYTES:

@@ -14,7 +14,7 @@ import http.client
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..unix_http import UnixHTTPConnection
+from .. import unix_http
 from . import metrics
 
 log = logging.getLogger("plano_extproc.metrics")
@@ -44,19 +44,9 @@ async def envoy_stats(admin: str, timeout: float = ENVOY_TIMEOUT_S) -> bytes | N
 
 
 def _fetch(admin: str, timeout: float) -> bytes:
-    if admin.startswith("/"):
-        connection: http.client.HTTPConnection = UnixHTTPConnection(admin, timeout)
-    else:
-        host, port = admin.rsplit(":", 1)
-        connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        connection.request("GET", ENVOY_STATS)
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise ValueError(f"the admin answered {response.status}")
+    status, body = unix_http.request(admin, "GET", ENVOY_STATS, timeout)
+    if status != 200:
+        raise ValueError(f"the admin answered {status}")
     return body
 
 

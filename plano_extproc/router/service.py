@@ -33,7 +33,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from ..config import Config
 from ..ops import metrics
+from . import load_router
 from .base import RouteChoice, Router
 from .conversation import Reading, conversation
 
@@ -148,3 +150,10 @@ def _field(text: str) -> bytes:
 def _marked(choice: RouteChoice, *, cached: bool) -> RouteChoice:
     """``choice`` whose explanation says whether it came from the cache (``--explain``)."""
     return dataclasses.replace(choice, explain={**choice.explain, "cached": cached})
+
+
+def load_service(config: Config) -> RouterService | None:
+    """The router ``config`` asks for, run by a service; None when it asks for none.
+    Blocking (the model loads, the routes are embedded): run it off the event loop."""
+    router = load_router(config)
+    return RouterService(router, config.router.timeout_s) if router is not None else None

@@ -37,15 +37,15 @@ SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 class Gate:
-    """Holds load_router until the test lets it go: the "router still loading" window."""
+    """Holds load_service until the test lets it go: the "router still loading" window."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.open = threading.Event()
 
-        def load_router(config: Config) -> None:
+        def load_service(config: Config) -> None:
             self.open.wait(10)
 
-        monkeypatch.setattr(server_module, "load_router", load_router)
+        monkeypatch.setattr(server_module, "load_service", load_service)
 
 
 @asynccontextmanager
