@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +29,12 @@ def publish(report: str, path: Path | None, key: str) -> None:
     print(report)
     if path is not None:
         write_section(path, key, report)
+
+
+def table_head(first: str, columns: Sequence[str]) -> list[str]:
+    """A Markdown table's header row (``first`` over the row labels) and its rule."""
+    label = f"| {first} |" if first else "| |"
+    return [f"{label} " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
 
 
 def heading(title: str) -> list[str]:

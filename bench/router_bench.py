@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import heading, write_section  # noqa: E402
+from results import heading, table_head, write_section  # noqa: E402
 
 from plano_extproc.config import Config, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
@@ -311,8 +311,7 @@ def main() -> int:
             both = synthetic_latency(router, 256)
 
     lines += ["### Accuracy (embedded encoder, default settings)", ""]
-    lines += ["| | " + " | ".join(r.name for r in results) + " |"]
-    lines += ["|---" * (len(results) + 1) + "|"]
+    lines += table_head("", [r.name for r in results])
     for key in ("ALL", *(f"case:{c}" for c in CASES)):
         cells = " | ".join(r.cell(key) for r in results)
         lines.append(f"| {key.removeprefix('case:')} | {cells} |")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import heading, publish  # noqa: E402
+from results import heading, publish, table_head  # noqa: E402
 from router_bench import SETS, bench_config  # noqa: E402
 
 from plano_extproc.router import load_router  # noqa: E402
@@ -108,8 +108,7 @@ def main() -> int:
         f"is right as often as never alone): **{chosen}**; the router uses {CASCADE_CONFIDENCE}",
         "(see embedded.CASCADE_CONFIDENCE: leave-routes-out weighs in too).",
         "",
-        "| confidence | " + " | ".join(columns) + " |",
-        "|---" * (len(columns) + 1) + "|",
+        *table_head("confidence", columns),
     ]
     for i, confidence in enumerate(CONFIDENCES):
         cells = []

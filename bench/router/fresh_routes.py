@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "bench/router"))
 
 from leave_routes_out import CONFIG_ROUTES, Tally, cases_for  # noqa: E402
-from results import heading, write_section  # noqa: E402
+from results import heading, publish, table_head  # noqa: E402
 
 from plano_extproc.config import DEFAULT_ROUTER, Route, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
@@ -141,8 +141,7 @@ def main() -> int:
         f"{CONFIG_ROUTES} bordering routes of one file, with the conversations",
         "leave_routes_out.py asks. `identity`: no adapter (plain cosine similarity).",
         "",
-        "| | " + " | ".join(adapters) + " |",
-        "|---" * (len(adapters) + 1) + "|",
+        *table_head("", list(adapters)),
     ]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(tallies[v].cell(key) for v in adapters) + " |")
@@ -153,12 +152,9 @@ def main() -> int:
         + ", ".join(f"{name} {rate:.0%}" for rate, name in weak[:8])
         + ".",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
+    publish("\n".join(lines) + "\n", args.write, "router-fresh-routes")
     if args.misses:
         print("\nshipped misses:\n  " + "\n  ".join(shipped.misses))
-    if args.write:
-        write_section(args.write, "router-fresh-routes", report)
     return 0
 
 

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from results import heading, write_section  # noqa: E402
+from results import heading, table_head, write_section  # noqa: E402
 
 from plano_extproc.config import DEFAULT_ROUTER, Route, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
@@ -310,8 +310,7 @@ def main() -> int:
         "adapters, which saw these routes' requests (the gap to `held_out` is how much they fit",
         f"their training routes rather than the task). Settings: {settings}.",
         "",
-        "| | " + " | ".join(variants) + " |",
-        "|---" * (len(variants) + 1) + "|",
+        *table_head("", variants),
     ]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(tallies[v].cell(key) for v in variants) + " |")
