@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,15 @@ if TYPE_CHECKING:
     from .envoy_runner import DrainPolicy
 
 DEFAULT_EXTPROC_PORT = 10000
+
+# The launcher asks the servers' gRPC health service, then starts Envoy through a pre-exec
+# step (processes.spawn). grpcio's fork support restarts its poller thread in such a forked
+# child, and closing the inherited descriptors before exec takes the poller's epoll
+# descriptor away: the child may die before it runs Envoy (a few starts in a hundred while a
+# channel is busy, logging "epoll_wait error: Bad file descriptor"; test_processes.py).
+# Nothing here forks without exec, so the support is not needed. grpcio reads this when it
+# is first imported, which every command does after this module is loaded.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def main(argv: list[str] | None = None) -> int:
