@@ -24,50 +24,64 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "bench/router"))
 
-from leave_routes_out import CONFIG_ROUTES, Tally, cases_for  # noqa: E402
+from leave_routes_out import (  # noqa: E402
+    CONFIG_ROUTES,
+    Tally,
+    cases_for,
+    configs_of,
+    identity_adapters,
+    load_encoders,
+    router_for,
+    shipped_adapters,
+    stand_in_provider,
+)
 from results import heading, publish, table_head  # noqa: E402
 
-from plano_extproc.config import DEFAULT_ROUTER, Route, load_config  # noqa: E402
-from plano_extproc.explain import with_stand_in_keys  # noqa: E402
+from plano_extproc.config import Route  # noqa: E402
 from plano_extproc.modelbuild.train_adapter import Corpus  # noqa: E402
-from plano_extproc.router import default_models_dir  # noqa: E402
-from plano_extproc.router.embedded import (  # noqa: E402
-    DEFAULT_MEMBERS,
-    Adapter,
-    Encoder,
-    EncoderRouter,
-    Member,
-    adapter_path,
-)
 
 FRESH = ROOT / "bench/router/fresh"
 KINDS = ("single", "follow_up", "topic_shift", "other")
 WEAK_ROUTE = 0.7  # the issue's floor for any one route
 
 
-def read_group(path: Path) -> tuple[Corpus, list[str]]:
-    """One file's routes as a corpus (requests and follow-ups), and its off-route requests."""
-    corpus = Corpus([], [], [], [], [], [], [], [], [])
+@dataclass
+class Topic:
+    """One file of the set: its routes, their requests and follow-ups (as a corpus that
+    leave_routes_out.cases_for reads), and its off-route requests."""
+
+    names: list[str]
+    descriptions: list[str]
+    corpus: Corpus
+    others: list[str]
+
+
+def read_topic(path: Path) -> Topic:
+    topic = Topic([], [], Corpus([], [], [], [], [], [], [], [], []), [])
+    corpus = topic.corpus
     for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         row = json.loads(line)
-        corpus.descriptions.append(f"{row['name']}: {row['description']}")
-        corpus.route_groups.append(0)
+        topic.names.append(row["name"])
+        topic.descriptions.append(row["description"])
         corpus.requests += row["requests"]
         corpus.request_route += [index] * len(row["requests"])
         corpus.followups += row["followups"]
         corpus.followup_route += [index] * len(row["followups"])
     other_path = path.with_name(path.stem + ".other.jsonl")
-    others = [json.loads(line)["request"] for line in other_path.read_text().splitlines()]
-    return corpus, others
+    topic.others = [json.loads(line)["request"] for line in other_path.read_text().splitlines()]
+    return topic
+
+
+def topic_files() -> list[Path]:
+    return sorted(p for p in FRESH.glob("*.jsonl") if not p.name.endswith(".other.jsonl"))
 
 
 def main() -> int:
@@ -77,52 +91,28 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    provider = with_stand_in_keys(load_config(ROOT / "bench/router/dev-config.yaml")).routes[0]
-    encoders = {
-        spec.name: Encoder(default_models_dir() / spec.name, DEFAULT_ROUTER)
-        for spec in DEFAULT_MEMBERS
-    }
-    adapters = {
-        "identity": {n: Adapter.load(Path("/nonexistent"), e.dim) for n, e in encoders.items()},
-        "shipped": {
-            n: Adapter.load(adapter_path(default_models_dir() / n), e.dim)
-            for n, e in encoders.items()
-        },
-    }
+    provider = stand_in_provider()
+    encoders = load_encoders()
+    adapters = {"identity": identity_adapters(encoders), "shipped": shipped_adapters(encoders)}
     tallies = {v: Tally(Counter(), Counter(), []) for v in adapters}
-    groups = sorted(p for p in FRESH.glob("*.jsonl") if not p.name.endswith(".other.jsonl"))
+    files = topic_files()
     routes_seen = 0
-    for group, path in enumerate(groups):
-        corpus, others = read_group(path)
-        routes_seen += len(corpus.descriptions)
-        names = [d.split(":", 1)[0] for d in corpus.descriptions]
-        descriptions = [d.split(": ", 1)[1] for d in corpus.descriptions]
-        order = np.random.default_rng(group).permutation(len(names))
-        configs = [order[i : i + CONFIG_ROUTES] for i in range(0, len(order), CONFIG_ROUTES)]
+    for seed, path in enumerate(files):
+        topic = read_topic(path)
+        names = topic.names
+        routes_seen += len(names)
+        configs = configs_of(len(names), seed)
         for k, config in enumerate(configs):
-            routes = tuple(
-                Route(names[r], descriptions[r], provider.provider) for r in config.tolist()
-            )
-            cases = cases_for(corpus, config.tolist(), names, others[k :: len(configs)], [])
-            for variant, members_adapters in adapters.items():
-                members = [
-                    Member(spec, encoders[spec.name], members_adapters[spec.name], routes)
-                    for spec in DEFAULT_MEMBERS
-                ]
-                router = EncoderRouter(routes, DEFAULT_ROUTER, members)
-                tally = tallies[variant]
+            routes = tuple(Route(names[r], topic.descriptions[r], provider) for r in config)
+            others = topic.others[k :: len(configs)]
+            cases = cases_for(topic.corpus, config.tolist(), names, others, [])
+            for variant, chosen in adapters.items():
+                router = router_for(routes, encoders, chosen)
                 for case in cases:
-                    got = router.choose(case.messages).route
-                    ok = got == case.expected
                     keys = ["ALL", f"kind:{case.kind}", f"file:{path.stem}"]
                     if case.kind == "single":  # two files may name a route alike
                         keys.append(f"route:{path.stem}/{case.expected}")
-                    for key in keys:
-                        tally.total[key] += 1
-                        tally.right[key] += ok
-                    if not ok:
-                        last = case.messages[-1]["content"][:70].replace("\n", " ")
-                        tally.misses.append(f"{case.kind}: {case.expected} -> {got}: {last}")
+                    tallies[variant].record(keys, case, router.choose(case.messages).route)
         print(f"{path.stem} done at {time.perf_counter() - started:.0f} s", flush=True)
 
     shipped = tallies["shipped"]
@@ -132,7 +122,7 @@ def main() -> int:
         if key.startswith("route:")
     }
     weak = sorted((rate, name.split("/")[1]) for name, rate in rates.items() if rate < WEAK_ROUTE)
-    keys = ["ALL", *(f"kind:{k}" for k in KINDS), *(f"file:{p.stem}" for p in groups)]
+    keys = ["ALL", *(f"kind:{k}" for k in KINDS), *(f"file:{p.stem}" for p in files)]
     lines = heading("Router: fresh routes")
     lines += [
         "Written by `python bench/router/fresh_routes.py --write bench/RESULTS.md`. The shipped",

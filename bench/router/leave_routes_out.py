@@ -176,11 +176,69 @@ def cached_vectors(encoder: Encoder, name: str, corpus: ta.Corpus) -> ta.Vectors
     )
 
 
+def names_and_descriptions(corpus: ta.Corpus) -> tuple[list[str], list[str]]:
+    """The corpus's route names and descriptions, back out of embedded.route_text."""
+    names = [d.split(":", 1)[0].replace(" ", "_") for d in corpus.descriptions]
+    return names, [d.split(": ", 1)[1] for d in corpus.descriptions]
+
+
+def load_encoders() -> dict[str, Encoder]:
+    """The default router's encoders, by name."""
+    return {
+        spec.name: Encoder(default_models_dir() / spec.name, DEFAULT_ROUTER)
+        for spec in DEFAULT_MEMBERS
+    }
+
+
+def identity_adapters(encoders: dict[str, Encoder]) -> dict[str, Adapter]:
+    """No adapter: plain cosine similarity (Adapter.load's stand-in for a missing file)."""
+    return {name: Adapter.load(Path("/nonexistent"), e.dim) for name, e in encoders.items()}
+
+
+def shipped_adapters(encoders: dict[str, Encoder]) -> dict[str, Adapter]:
+    """The adapters the router ships with (plano_extproc/router/data)."""
+    return {
+        name: Adapter.load(adapter_path(default_models_dir() / name), e.dim)
+        for name, e in encoders.items()
+    }
+
+
+def stand_in_provider() -> str:
+    """A provider every benchmark route is served by (routing never calls it)."""
+    return with_stand_in_keys(load_config(ROOT / "bench/router/dev-config.yaml")).routes[0].provider
+
+
+def configs_of(routes: Any, seed: int) -> list[Any]:
+    """``routes`` (indices) shuffled by ``seed`` and cut into configs of CONFIG_ROUTES."""
+    order = np.random.default_rng(seed).permutation(routes)
+    return [order[i : i + CONFIG_ROUTES] for i in range(0, len(order), CONFIG_ROUTES)]
+
+
+def router_for(
+    routes: tuple[Route, ...], encoders: dict[str, Encoder], adapters: dict[str, Adapter]
+) -> EncoderRouter:
+    """The default router over ``routes`` with the given encoders and adapters."""
+    members = [
+        Member(spec, encoders[spec.name], adapters[spec.name], routes) for spec in DEFAULT_MEMBERS
+    ]
+    return EncoderRouter(routes, DEFAULT_ROUTER, members)
+
+
 @dataclass
 class Tally:
     total: Counter[str]
     right: Counter[str]
     misses: list[str]
+
+    def record(self, keys: Sequence[str], case: Case, got: str) -> None:
+        """One decision of ``case``, counted under each of ``keys``."""
+        ok = got == case.expected
+        for key in keys:
+            self.total[key] += 1
+            self.right[key] += ok
+        if not ok:
+            last = case.messages[-1]["content"][:70].replace("\n", " ")
+            self.misses.append(f"{case.kind}: {case.expected} -> {got}: {last}")
 
     def cell(self, key: str) -> str:
         if not self.total[key]:
@@ -211,14 +269,12 @@ def main() -> int:
 
     corpus = ta.read_corpus(args.data)
     groups = np.array(corpus.route_groups)
-    names = [d.split(":", 1)[0].replace(" ", "_") for d in corpus.descriptions]
-    descriptions = [d.split(": ", 1)[1] for d in corpus.descriptions]
-    provider = with_stand_in_keys(load_config(ROOT / "bench/router/dev-config.yaml")).routes[0]
-    encoders, vectors = {}, {}
-    for spec in DEFAULT_MEMBERS:
-        encoder = Encoder(default_models_dir() / spec.name, DEFAULT_ROUTER)
-        encoders[spec.name] = encoder
-        vectors[spec.name] = cached_vectors(encoder, spec.name, corpus)
+    names, descriptions = names_and_descriptions(corpus)
+    provider = stand_in_provider()
+    encoders = load_encoders()
+    vectors = {name: cached_vectors(e, name, corpus) for name, e in encoders.items()}
+    # The fold's re-fitted adapters join these two, which are the same for every fold.
+    fixed = {"identity": identity_adapters(encoders), "all_routes": shipped_adapters(encoders)}
     print(f"embedded the training data in {time.perf_counter() - started:.0f} s", flush=True)
 
     variants = tuple(args.variants.split(","))
@@ -247,51 +303,30 @@ def main() -> int:
         asked_closings = [
             corpus.closings[i] for i in range(len(corpus.closings)) if i % OTHER_SPLIT == split
         ]
-        adapters: dict[str, dict[str, Adapter]] = {
-            v: {} for v in ("identity", "held_out", "all_routes")
-        }
+        adapters = {**fixed, "held_out": {}}
         for spec in DEFAULT_MEMBERS:
-            enc = encoders[spec.name]
             scale = SCALES[spec.name]
             sub_c, sub_v = subset(corpus, vectors[spec.name], kept_others, kept_closings)
             fit = ta.train(sub_c, sub_v, seen, scale=scale, seed=fold, **hyper)  # type: ignore[arg-type]
             adapters["held_out"][spec.name] = fit_adapter(fit, scale)
-            adapters["identity"][spec.name] = Adapter.load(Path("/nonexistent"), enc.dim)
-            adapters["all_routes"][spec.name] = Adapter.load(
-                adapter_path(default_models_dir() / spec.name), enc.dim
-            )
-        order = np.random.default_rng(fold).permutation(held)
-        configs = [order[i : i + CONFIG_ROUTES] for i in range(0, len(order), CONFIG_ROUTES)]
+        configs = configs_of(held, fold)
         for k, config in enumerate(configs):
-            routes = tuple(
-                Route(names[r], descriptions[r], provider.provider) for r in config.tolist()
-            )
+            routes = tuple(Route(names[r], descriptions[r], provider) for r in config.tolist())
             # Each config asks its share of the fold's "other" requests and closings.
             share = slice(k, None, len(configs))
             cases = cases_for(
                 corpus, config.tolist(), names, asked_others[share], asked_closings[share]
             )
             for variant in variants:
-                members = [
-                    Member(spec, encoders[spec.name], adapters[variant][spec.name], routes)
-                    for spec in DEFAULT_MEMBERS
-                ]
-                router = EncoderRouter(routes, DEFAULT_ROUTER, members)
+                router = router_for(routes, encoders, adapters[variant])
                 if args.cascade_confidence is not None:
                     router.cascade_confidence = args.cascade_confidence
-                tally = tallies[variant]
                 for case in cases:
                     choice = router.choose(case.messages)
-                    got = choice.route
-                    ok = got == case.expected
                     if variant == "held_out":
                         scores.append((choice.scores, case.expected))
-                    for key in ("ALL", f"kind:{case.kind}", f"fold:{suffixes[fold]}"):
-                        tally.total[key] += 1
-                        tally.right[key] += ok
-                    if not ok:
-                        last = case.messages[-1]["content"][:70]
-                        tally.misses.append(f"{case.kind}: {case.expected} -> {got}: {last}")
+                    keys = ("ALL", f"kind:{case.kind}", f"fold:{suffixes[fold]}")
+                    tallies[variant].record(keys, case, choice.route)
         print(f"fold {suffixes[fold]} done at {time.perf_counter() - started:.0f} s", flush=True)
 
     keys = ["ALL", *(f"kind:{k}" for k in ("single", "follow_up", "topic_shift", "other"))]

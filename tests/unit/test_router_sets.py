@@ -14,11 +14,12 @@ from plano_extproc.modelbuild.train_adapter import read_corpus
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench/router"))
 
-from fresh_routes import FRESH, read_group  # noqa: E402
+from fresh_routes import read_topic, topic_files  # noqa: E402
+from leave_routes_out import names_and_descriptions  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
-TOPICS = sorted(p for p in FRESH.glob("*.jsonl") if not p.name.endswith(".other.jsonl"))
+TOPICS = topic_files()
 
 
 def test_four_topics_of_36_routes() -> None:
@@ -37,8 +38,10 @@ def test_four_topics_of_36_routes() -> None:
             assert row["description"].strip()
             assert len(row["requests"]) == 16 and len(row["followups"]) == 5, row["name"]
             assert all(isinstance(t, str) and t.strip() for t in row["requests"])
-        corpus, others = read_group(path)
-        assert len(corpus.descriptions) == 36 and len(others) == 40
+        topic = read_topic(path)
+        assert topic.names == names and len(topic.descriptions) == 36
+        assert len(topic.others) == 40
+        corpus = topic.corpus
         assert len(corpus.requests) == len(corpus.request_route) == 36 * 16
         assert len(corpus.followups) == len(corpus.followup_route) == 36 * 5
 
@@ -49,12 +52,11 @@ def test_nothing_of_it_is_in_the_training_data() -> None:
         t.strip().lower()
         for t in (*training.requests, *training.followups, *training.others, *training.closings)
     }
-    trained_names = {d.split(":", 1)[0].replace(" ", "_") for d in training.descriptions}
+    trained_names = set(names_and_descriptions(training)[0])
     for path in TOPICS:
-        corpus, others = read_group(path)
-        texts = [*corpus.requests, *corpus.followups, *others]
+        topic = read_topic(path)
+        texts = [*topic.corpus.requests, *topic.corpus.followups, *topic.others]
         # Short follow-ups ("shorter please") may coincide by nature; anything longer may not.
         copied = [t for t in texts if len(t) >= 40 and t.strip().lower() in seen]
         assert not copied, f"{path.name}: {copied[:3]}"
-        names = {d.split(":", 1)[0] for d in corpus.descriptions}
-        assert not names & trained_names, path.name
+        assert not set(topic.names) & trained_names, path.name
