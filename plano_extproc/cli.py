@@ -19,13 +19,11 @@ if TYPE_CHECKING:
 
 DEFAULT_EXTPROC_PORT = 10000
 
-# The launcher asks the servers' gRPC health service, then starts Envoy through a pre-exec
-# step (processes.spawn). grpcio's fork support restarts its poller thread in such a forked
-# child, and closing the inherited descriptors before exec takes the poller's epoll
-# descriptor away: the child may die before it runs Envoy (a few starts in a hundred while a
-# channel is busy, logging "epoll_wait error: Bad file descriptor"; test_processes.py).
-# Nothing here forks without exec, so the support is not needed. grpcio reads this when it
-# is first imported, which every command does after this module is loaded.
+# grpcio's fork support re-arms gRPC in a child that forks without exec; nothing here does
+# (processes.spawn execs at once and runs none of our code between fork and exec), and its
+# fork handlers, run in a child that is about to exec, once killed a few of the launcher's
+# children (test_processes.py). Off, unless the user set it. grpcio reads it when it is first
+# imported, which every command does after this module is loaded.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 

@@ -6,30 +6,46 @@ no default action for SIGTERM: without a handler it would be ignored).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 
 Child = subprocess.Popen[bytes]
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    # Children must not outlive a parent that was killed outright (SIGKILL, OOM).
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# The child becomes a short Python step that asks the kernel to send it SIGTERM when its
+# parent dies (so children never outlive a parent killed outright: SIGKILL, the OOM killer)
+# and then execs the real program, which keeps the request across exec. It is a step of its
+# own, not a ``preexec_fn``: no code of ours then runs between fork and exec, so subprocess
+# may vfork and no library's fork handlers run in the child. (grpcio's, left on, restart its
+# poller there, and the close of inherited descriptors before exec pulled its epoll
+# descriptor away: a few children in a hundred died before exec while a channel was busy.)
+# ``-I -S``: no user site, no site packages, no PYTHON* variables: a ~15 ms start.
+# The parent's PID is checked after the request: a parent that died before it was made
+# leaves the step to init, and the kernel would never send the signal.
+_DIE_WITH_PARENT_THEN_EXEC = """
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as error:
+    sys.exit(f"cannot start {sys.argv[2]}: {error}")
+"""
 
 
 def spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
-    """A child in its own process group: a terminal's Ctrl-C (sent to the whole foreground
-    group) reaches us alone, so we decide how each child stops (Envoy drains first; a SIGINT
-    of its own would stop it at once)."""
-    return subprocess.Popen(list(argv), env=env, preexec_fn=_die_with_parent, process_group=0)
+    """``argv`` as a child that dies with us, in its own process group: a terminal's Ctrl-C
+    (sent to the whole foreground group) reaches us alone, so we decide how each child stops
+    (Envoy drains first; a SIGINT of its own would stop it at once)."""
+    if not argv:
+        raise ValueError("spawn needs a program to run")
+    step = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT_THEN_EXEC, str(os.getpid())]
+    return subprocess.Popen([*step, *argv], env=env, process_group=0)
 
 
 class StopSignals:

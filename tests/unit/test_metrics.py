@@ -36,9 +36,11 @@ def choice(route: str, confidence: float) -> RouteChoice:
 
 @pytest.fixture(scope="module")
 def config():  # type: ignore[no-untyped-def]
-    os.environ.setdefault("OPENAI_API_KEY", "sk-unit")
-    os.environ.setdefault("ANTHROPIC_API_KEY", "sk-unit")
-    return load_config(str(ROOT / "config" / "plano.yaml"))
+    # Set only while loading: a key left in os.environ would reach later tests' children.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+            patch.setenv(name, os.environ.get(name, "sk-unit"))
+        return load_config(str(ROOT / "config" / "plano.yaml"))
 
 
 def test_router_answers_are_counted_by_route_or_reason(config) -> None:  # type: ignore[no-untyped-def]
