@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,16 @@ def test_each_benchmark_rewrites_only_its_section(tmp_path: Path) -> None:
     assert "second" in text and text.count("## Load") == 1
     assert "## Router\n\nfirst" in text
     assert text.index("## Load") < text.index("## Router")
+
+
+def test_each_marked_section_of_results_holds_one_benchmarks_report() -> None:
+    # A section written by hand inside another's markers is lost when that benchmark next
+    # writes its own (the provider-fallback section once sat inside the router's).
+    text = (Path(__file__).parents[2] / "bench" / "RESULTS.md").read_text()
+    sections = re.findall(r"<!-- ([\w-]+):begin -->(.*?)<!-- \1:end -->", text, re.S)
+    assert sections
+    for key, body in sections:
+        assert len(re.findall(r"^## ", body, re.M)) == 1, key
 
 
 def test_percentiles() -> None:
