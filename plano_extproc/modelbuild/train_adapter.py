@@ -10,7 +10,9 @@ adapter learns, for one encoder:
 - ``threshold`` and ``other``: "other" scores ``threshold + q . other`` from the latest turn,
   so small talk and closings ("perfect, thanks!") find their place;
 - ``context``: how much the earlier turn counts, so a follow-up ("shorter please") keeps its
-  conversation's route while a clear new request still switches.
+  conversation's route while a clear new request still switches. (Serving adds to it after a
+  short turn, without lifting any route towards "other": embedded.follow_up_boost, a fixed
+  rule chosen on the benchmarks, not fitted here.)
 
 It is fitted on routes and requests written for this purpose (``modelbuild/data/``:
 ``train_*.jsonl`` routes with requests, ``followups.jsonl``, ``closings.jsonl``,

@@ -17,10 +17,17 @@ from plano_extproc.router import RouterLoadError, default_models_dir, load_route
 from plano_extproc.router.base import OTHER
 from plano_extproc.router.embedded import (
     DEFAULT_MEMBERS,
+    FOLLOW_UP_BOOST,
+    FOLLOW_UP_WORDS,
     OTHER_BIAS,
+    Adapter,
     EncoderRouter,
     Member,
+    Views,
+    follow_up_boost,
+    member_logits,
     pooled,
+    words_in,
 )
 from tests.unit.test_conversation import Counted
 
@@ -111,6 +118,16 @@ def embed_calls(router: EncoderRouter, monkeypatch: pytest.MonkeyPatch) -> list[
                 user("make it shorter and make it rhyme"),
             ],
             "creative_writing",
+        ),
+        # A short follow-up whose own words lean elsewhere ("timezone" reads as translation):
+        # after a short turn the context tells the routes apart more (follow_up_boost).
+        (
+            [
+                user("write a python function that parses ISO dates"),
+                assistant("from datetime import datetime\n\ndef parse(s):\n    return ..."),
+                user("can it also take a timezone?"),
+            ],
+            "code_generation",
         ),
         pytest.param(
             [
@@ -322,3 +339,36 @@ def test_concurrent_decisions_equal_sequential_ones(router: EncoderRouter) -> No
     for member in router.members:
         assert member.encoder.tokenizer.truncation is None
         assert member.encoder.tokenizer.padding is None
+
+
+def test_a_short_turn_boosts_its_context_and_a_full_request_does_not() -> None:
+    assert follow_up_boost("thanks") == pytest.approx(FOLLOW_UP_BOOST * (1 - 1 / FOLLOW_UP_WORDS))
+    shorter, longer = "now the same for windows", "now the same thing for windows please"
+    assert follow_up_boost(shorter) > follow_up_boost(longer)
+    assert follow_up_boost(" ".join(["word"] * FOLLOW_UP_WORDS)) == 0.0
+    # Unspaced scripts count a word per two characters, not a word per run.
+    assert words_in("还是不行\uff0c按钮还是变形") == 5.0  # two runs of 4 and 6 characters
+    assert words_in("ok, 好的") == 2.0
+
+
+def _logits(latest: str, boost: float, monkeypatch: pytest.MonkeyPatch) -> np.ndarray:
+    monkeypatch.setattr("plano_extproc.router.embedded.FOLLOW_UP_BOOST", boost)
+    # Views: the latest turn, then one earlier turn. Columns: route A, route B, "other".
+    # The latest turn leans to B on its own; its context is A's.
+    sims = np.array([[0.30, 0.36, 0.32], [0.70, 0.45, 0.0]], dtype=np.float32)
+    adapter = Adapter(np.eye(2, dtype=np.float32), 0.3, np.zeros(2), context=0.2, scale=20.0)
+    return member_logits(sims, Views([latest, "earlier"], [0], [1], [1.0]), adapter)
+
+
+def test_the_boost_moves_a_short_turn_to_its_contexts_route_but_never_towards_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    short, long = "and that one?", " ".join(["word"] * FOLLOW_UP_WORDS)
+    plain, boosted = _logits(short, 0.0, monkeypatch), _logits(short, FOLLOW_UP_BOOST, monkeypatch)
+    assert int(np.argmax(plain)) == 1 and int(np.argmax(boosted)) == 0
+    # "other" against the context's own route: unchanged by the boost.
+    assert boosted[2] - boosted[0] == pytest.approx(plain[2] - plain[0], abs=1e-5)
+    # A turn of FOLLOW_UP_WORDS words or more is read as before.
+    np.testing.assert_allclose(
+        _logits(long, FOLLOW_UP_BOOST, monkeypatch), _logits(long, 0.0, monkeypatch), atol=1e-6
+    )
