@@ -59,7 +59,7 @@ def decisions(router: EncoderRouter, rows: Sequence[dict[str, Any]]) -> list[Dec
         v = views(conversation(row["messages"], router.reading))
         if v is None:
             continue
-        weights = router.weights(v.texts[v.latest[0]])
+        weights = router.skipping(router.weights(v.texts[v.latest[0]]))
         logps = [
             member_logits(m.similarities(v, router.settings.max_tokens), v, m.adapter)
             for m in router.members

@@ -20,6 +20,7 @@ from plano_extproc.router.embedded import (
     FOLLOW_UP_BOOST,
     FOLLOW_UP_WORDS,
     OTHER_BIAS,
+    SKIP_SHARE,
     Adapter,
     EncoderRouter,
     Member,
@@ -248,6 +249,33 @@ def test_cascade_asks_both_for_a_turn_minilm_cannot_read(
     assert "decided_by" not in choice.explain
     assert [name for name, _ in calls] == [s.name for s in DEFAULT_MEMBERS]
     assert choice.route == "creative_writing"
+
+
+def test_minilm_is_not_run_on_a_turn_in_a_script_it_cannot_read(
+    router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = embed_calls(router, monkeypatch)
+    # One word of seven in MiniLM's vocabulary ("python"): its share would be 0.02.
+    ask = [user("Напиши функцию на Python, которая сортирует список")]
+    choice = router.choose(ask)
+    assert [name for name, _ in calls] == [DEFAULT_MEMBERS[1].name]  # e5 alone
+    assert choice.explain["not_run"] == DEFAULT_MEMBERS[0].name
+    assert choice.route == "code_generation"
+    # The same answer as when MiniLM runs and its tiny share of the vote is pooled in.
+    monkeypatch.setattr("plano_extproc.router.embedded.SKIP_SHARE", 0.0)
+    both = router.choose(ask)
+    assert "not_run" not in both.explain
+    assert both.route == choice.route
+    assert both.confidence == pytest.approx(choice.confidence, abs=0.05)
+
+
+def test_skipping_gives_a_skipped_encoders_share_to_the_others(router: EncoderRouter) -> None:
+    assert router.skipping([0.01, 0.99]) == [0.0, 1.0]
+    assert router.skipping([0.04, 0.48]) == [0.0, 1.0]
+    assert router.skipping([SKIP_SHARE, 1 - SKIP_SHARE]) == [SKIP_SHARE, 1 - SKIP_SHARE]
+    assert router.skipping([0.5, 0.5]) == [0.5, 0.5]
+    # e5 reads every language: never skipped, whatever its share.
+    assert router.skipping([0.99, 0.01]) == [0.99, 0.01]
 
 
 def test_decides_alone_needs_both_english_and_confidence(router: EncoderRouter) -> None:
