@@ -1,22 +1,26 @@
 """The embedded router: two small sentence encoders in ONNX, on the CPU.
 
-- all-MiniLM-L6-v2 (English, fp32, checked against a reference to 1e-7) and
-- multilingual-e5-small (about 100 languages, int8 matmuls),
+- all-MiniLM-L6-v2 (English) and
+- multilingual-e5-small (about 100 languages),
 
-each followed by a trained linear adapter (modelbuild/train_adapter.py) that maps route descriptions
-towards the way users ask. Routes are embedded once per config load. Each decision embeds
-a few short views of the conversation in one batch per encoder:
+both served as fused graphs with int8 matmuls (modelbuild; their fp32 exports are checked
+against a reference), each followed by a trained linear adapter (modelbuild/train_adapter.py)
+that maps route descriptions towards the way users ask. Routes are embedded once per config
+load. Each decision embeds a few short views of the conversation in one batch per encoder:
 
 - the latest user turn: the intent to serve. A long turn (a pasted document or code with a
   short instruction) is also read as its first and last lines, where the instruction is;
 - the turns before it, newest first: a follow-up ("same for this one") carries little
   meaning of its own, and its context decides the route. Each earlier turn counts half as
-  much as the one after it, and an assistant turn half as much as a user turn.
+  much as the one after it, and an assistant turn half as much as a user turn; the shorter
+  the latest turn, the more they tell the routes apart (``follow_up_boost``).
 
 Each encoder scores every route and "other" from those views (``member_logits``, a pure
-function of the similarity matrix); the router pools the encoders' log-probabilities with
-fixed weights. MiniLM is the sharper reader of English; e5 carries other languages and a
-second opinion: together they beat either alone on the development set.
+function of the similarity matrix). MiniLM, the sharper and cheaper reader of English, reads
+first and decides alone when it is sure of an English turn (the cascade); otherwise e5 reads
+too and the two encoders' log-probabilities are pooled, MiniLM's share shrinking with the
+share of the turn's words it knows. On a turn it can hardly read it is not run at all
+(``SKIP_SHARE``).
 """
 
 from __future__ import annotations
