@@ -17,7 +17,7 @@ from .apis import OPENAI_CHAT, ClientApi
 from .config import Config, load_config
 from .decide import decide
 from .errors import ErrorReply
-from .resolve import Decision
+from .resolve import LOW_CONFIDENCE, Decision, unplaced
 from .router import OTHER, RouteChoice
 from .router.service import RouterService, load_service
 
@@ -98,12 +98,15 @@ def _result(
 def _fallback_reason(choice: RouteChoice | None, config: Config) -> str:
     if choice is None:
         return "router timed out or failed"
+    reason = unplaced(choice, config)
+    if reason == LOW_CONFIDENCE:
+        return (
+            f"confidence {choice.confidence:.2f} for {choice.route} is below "
+            f"min_confidence {config.router.min_confidence:g}"
+        )
     if choice.route == OTHER:
         return "no route fits (other)"
-    return (
-        f"confidence {choice.confidence:.2f} for {choice.route} is below "
-        f"min_confidence {config.router.min_confidence:g}"
-    )
+    return f"the router chose {choice.route}, which is not a route of this config"
 
 
 def _error(error: ErrorReply) -> dict[str, object]:

@@ -172,28 +172,37 @@ def _routed_by_name(model: str, config: Config) -> bool:
     return any(fnmatchcase(model, pattern) for pattern in config.router.route_named_models)
 
 
+# Why the router's answer places a request on no route (``unplaced``): the reasons the
+# metrics count and ``route`` describes.
+NO_ROUTE = OTHER
+LOW_CONFIDENCE = "low_confidence"
+
+
+def unplaced(choice: RouteChoice, config: Config) -> str | None:
+    """Why ``choice`` places the request on no route: NO_ROUTE ("other", or a route name the
+    config does not have, which only a router model can answer) or LOW_CONFIDENCE (below
+    ``min_confidence``); None when it places it."""
+    if choice.route == OTHER:
+        return NO_ROUTE
+    if choice.confidence < config.router.min_confidence:
+        return LOW_CONFIDENCE
+    if not any(route.name == choice.route for route in config.routes):
+        return NO_ROUTE
+    return None
+
+
 def resolve_preference(
     choice: RouteChoice | None, config: Config, fallback: str | None = None
 ) -> Decision | ErrorReply:
-    """The decision for a request the router read. ``None`` (a timeout or router failure),
-    "other" and a choice below ``min_confidence`` go to the ``fallback`` model the client
-    named, or to the default provider when it named none or one the config does not
+    """The decision for a request the router read. ``None`` (a timeout or router failure)
+    and a choice that places it on no route (``unplaced``) go to the ``fallback`` model the
+    client named, or to the default provider when it named none or one the config does not
     serve."""
-    if (
-        choice is not None
-        and choice.route != OTHER
-        and choice.confidence >= config.router.min_confidence
-    ):
-        for route in config.routes:
-            if route.name == choice.route:
-                chain = config.chain_of_route.get(route.name) or config.chain_of_model.get(
-                    route.model
-                )
-                decision = Decision(
-                    route.provider, "preference", route.name, route.model_id, _id(chain)
-                )
-                return _checked(decision)
-    return _checked(_routed_fallback(fallback, config))
+    if choice is None or unplaced(choice, config) is not None:
+        return _checked(_routed_fallback(fallback, config))
+    route = next(route for route in config.routes if route.name == choice.route)
+    chain = config.chain_of_route.get(route.name) or config.chain_of_model.get(route.model)
+    return _checked(Decision(route.provider, "preference", route.name, route.model_id, _id(chain)))
 
 
 def _routed_fallback(model: str | None, config: Config) -> Decision | ErrorReply:

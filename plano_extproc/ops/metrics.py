@@ -27,15 +27,14 @@ from prometheus_client import (
 )
 
 from ..config import Config
-from ..router.base import OTHER, RouteChoice
+from ..resolve import LOW_CONFIDENCE, NO_ROUTE, unplaced
+from ..router.base import RouteChoice
 
 # Why a request the router read went to the default (or the model it named) instead of a
 # route: the router took longer than routing.timeout, it failed, its best route scored under
 # routing.min_confidence, or it said no route fits.
 TIMEOUT: Final = "timeout"
 FAILURE: Final = "failure"
-LOW_CONFIDENCE: Final = "low_confidence"
-NO_ROUTE: Final = OTHER
 FALLBACK_REASONS: Final = (TIMEOUT, FAILURE, LOW_CONFIDENCE, NO_ROUTE)
 
 # What went wrong in the ext_proc server: a bug of ours answered 500 (internal), a message
@@ -80,31 +79,16 @@ _DECISION_TIME = {
 }
 
 
-def fallback_reason(choice: RouteChoice | None, min_confidence: float) -> str | None:
-    """Why the router's answer places no request on a route; None when it places it. A
-    ``None`` choice (timeout or failure) was counted where it happened (router/service.py)."""
-    if choice is None:
-        return None
-    if choice.route == OTHER:
-        return NO_ROUTE
-    if choice.confidence < min_confidence:
-        return LOW_CONFIDENCE
-    return None
-
-
 def count_router_answer(choice: RouteChoice | None, config: Config) -> None:
     """One request the router read: a decision for its route, or a fallback and why."""
     if choice is None:
         return  # counted as a timeout or failure by the router service
-    reason = fallback_reason(choice, config.router.min_confidence)
-    if reason is not None:
-        _FALLBACKS[reason].inc()
-    elif any(route.name == choice.route for route in config.routes):
+    reason = unplaced(choice, config)
+    if reason is None:
         ROUTER_DECISIONS.labels(choice.route).inc()
     else:
-        # A router answering with a route the config does not have places nothing; its
-        # answer is never a label.
-        _FALLBACKS[NO_ROUTE].inc()
+        # A route name the config lacks (a router model's answer) is never a label.
+        _FALLBACKS[reason].inc()
 
 
 def router_fallback(reason: str) -> None:

@@ -18,6 +18,7 @@ from plano_extproc.config import load_config
 from plano_extproc.envoy_config import EnvoyOptions, render_bootstrap, render_yaml
 from plano_extproc.envoy_config.binary import validate_with_envoy
 from plano_extproc.ops import endpoint, metrics
+from plano_extproc.resolve import unplaced
 from plano_extproc.router.base import OTHER, RouteChoice
 from tests.fakes import free_port
 
@@ -71,11 +72,16 @@ def test_router_answers_are_counted_by_route_or_reason(config) -> None:  # type:
     assert "made-up-route-5e1" not in metrics.exposition().decode()
 
 
-def test_fallback_reason() -> None:
-    assert metrics.fallback_reason(None, 0.5) is None
-    assert metrics.fallback_reason(choice(OTHER, 0.9), 0.5) == "other"
-    assert metrics.fallback_reason(choice("code", 0.4), 0.5) == "low_confidence"
-    assert metrics.fallback_reason(choice("code", 0.5), 0.5) is None
+def test_unplaced_says_why_the_router_placed_a_request_on_no_route(config) -> None:  # type: ignore[no-untyped-def]
+    config = dataclasses.replace(
+        config, router=dataclasses.replace(config.router, min_confidence=0.5)
+    )
+    route = config.routes[0].name
+    assert unplaced(choice(OTHER, 0.9), config) == metrics.NO_ROUTE == "other"
+    assert unplaced(choice(route, 0.4), config) == metrics.LOW_CONFIDENCE == "low_confidence"
+    assert unplaced(choice(route, 0.5), config) is None
+    # A name the config has no route for (a router model's answer) places nothing.
+    assert unplaced(choice("made-up-route", 0.9), config) == "other"
 
 
 def test_router_service_counts_timeouts_failures_and_time() -> None:

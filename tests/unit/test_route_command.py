@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 
@@ -10,7 +11,8 @@ import pytest
 
 from plano_extproc.cli import main
 from plano_extproc.config import parse_config
-from plano_extproc.explain import route_lines
+from plano_extproc.explain import _fallback_reason, route_lines
+from plano_extproc.router import OTHER, RouteChoice
 from tests.configs import TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
@@ -88,3 +90,19 @@ def test_the_command_line(
     assert main(["route", str(config)]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["route"] == "creative_writing"
+
+
+def test_a_fallback_says_why_the_router_placed_nothing() -> None:
+    config = parse_config(CONFIG, "c.yaml", {"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"})
+    config = dataclasses.replace(
+        config, router=dataclasses.replace(config.router, min_confidence=0.5)
+    )
+    assert _fallback_reason(None, config) == "router timed out or failed"
+    assert _fallback_reason(RouteChoice(OTHER, 0.9, {}), config) == "no route fits (other)"
+    assert _fallback_reason(RouteChoice("creative_writing", 0.3, {}), config) == (
+        "confidence 0.30 for creative_writing is below min_confidence 0.5"
+    )
+    # A router model may name a route this config does not have: nothing is placed.
+    assert _fallback_reason(RouteChoice("poetry", 0.9, {}), config) == (
+        "the router chose poetry, which is not a route of this config"
+    )
