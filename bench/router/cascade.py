@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from results import heading, publish, table_head  # noqa: E402
 from router_bench import SETS, bench_config  # noqa: E402
 
-from plano_extproc.router import load_router  # noqa: E402
+from plano_extproc.router import embedded, load_router  # noqa: E402
 from plano_extproc.router.base import OTHER  # noqa: E402
 from plano_extproc.router.conversation import conversation  # noqa: E402
 from plano_extproc.router.embedded import (  # noqa: E402
@@ -76,7 +76,7 @@ def replay(router: EncoderRouter, found: Sequence[Decision], confidence: float) 
             alone += 1
             scores = d.logps[0]
         else:
-            scores = pooled(d.weights, d.logps)
+            scores = pooled(d.weights, d.logps, ensemble=True)
         right += d.names[int(scores.argmax())] == d.expected
     return right, alone
 
@@ -84,7 +84,12 @@ def replay(router: EncoderRouter, found: Sequence[Decision], confidence: float) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--skip-share", type=float, help="instead of embedded.SKIP_SHARE (0: MiniLM always runs)"
+    )
     args = parser.parse_args()
+    if args.skip_share is not None:
+        embedded.SKIP_SHARE = args.skip_share
     columns: dict[str, list[tuple[int, int, int]]] = {}
     for name, config_path, data in SETS:
         router = load_router(bench_config(config_path))
@@ -108,7 +113,7 @@ def main() -> int:
         f"is right as often as never alone): **{chosen}**; the router uses {CASCADE_CONFIDENCE}",
         "(see embedded.CASCADE_CONFIDENCE: leave-routes-out weighs in too).",
         "",
-        *table_head("confidence", columns),
+        *table_head("confidence", list(columns)),
     ]
     for i, confidence in enumerate(CONFIDENCES):
         cells = []

@@ -15,6 +15,7 @@ conversations leave_routes_out.py asks (`single`, `follow_up`, `topic_shift`, `o
 under two adapters: `identity` (none: plain cosine similarity) and `shipped`.
 
     python bench/router/fresh_routes.py [--write bench/RESULTS.md] [--misses]
+        [--follow-up-boost B]
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from results import heading, publish, table_head  # noqa: E402
 
 from plano_extproc.config import Route  # noqa: E402
 from plano_extproc.modelbuild.train_adapter import Corpus  # noqa: E402
+from plano_extproc.router import embedded  # noqa: E402
 
 FRESH = ROOT / "bench/router/fresh"
 KINDS = ("single", "follow_up", "topic_shift", "other")
@@ -58,26 +60,22 @@ class Topic:
     """One file of the set: its routes, their requests and follow-ups (as a corpus that
     leave_routes_out.cases_for reads), and its off-route requests."""
 
-    names: list[str]
-    descriptions: list[str]
     corpus: Corpus
     others: list[str]
 
 
 def read_topic(path: Path) -> Topic:
-    topic = Topic([], [], Corpus([], [], [], [], [], [], [], [], []), [])
-    corpus = topic.corpus
-    for index, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    corpus = Corpus()
+    for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        topic.names.append(row["name"])
-        topic.descriptions.append(row["description"])
+        index = corpus.add_route(row["name"], row["description"])
         corpus.requests += row["requests"]
         corpus.request_route += [index] * len(row["requests"])
         corpus.followups += row["followups"]
         corpus.followup_route += [index] * len(row["followups"])
     other_path = path.with_name(path.stem + ".other.jsonl")
-    topic.others = [json.loads(line)["request"] for line in other_path.read_text().splitlines()]
-    return topic
+    others = [json.loads(line)["request"] for line in other_path.read_text().splitlines()]
+    return Topic(corpus, others)
 
 
 def topic_files() -> list[Path]:
@@ -88,7 +86,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     parser.add_argument("--misses", action="store_true", help="list the shipped router's misses")
+    parser.add_argument("--follow-up-boost", type=float, help="instead of embedded's (0: none)")
     args = parser.parse_args()
+    if args.follow_up_boost is not None:
+        embedded.FOLLOW_UP_BOOST = args.follow_up_boost
     started = time.perf_counter()
 
     provider = stand_in_provider()
@@ -99,11 +100,11 @@ def main() -> int:
     routes_seen = 0
     for seed, path in enumerate(files):
         topic = read_topic(path)
-        names = topic.names
+        names, descriptions = topic.corpus.names, topic.corpus.plain_descriptions
         routes_seen += len(names)
         configs = configs_of(len(names), seed)
         for k, config in enumerate(configs):
-            routes = tuple(Route(names[r], topic.descriptions[r], provider) for r in config)
+            routes = tuple(Route(names[r], descriptions[r], provider) for r in config)
             others = topic.others[k :: len(configs)]
             cases = cases_for(topic.corpus, config.tolist(), names, others, [])
             for variant, chosen in adapters.items():

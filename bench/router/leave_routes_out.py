@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from results import heading, table_head, write_section  # noqa: E402
 
-from plano_extproc.config import DEFAULT_ROUTER, Route, load_config  # noqa: E402
+from plano_extproc.config import DEFAULT_ROUTER, Provider, Route, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
 from plano_extproc.modelbuild import train_adapter as ta  # noqa: E402
 from plano_extproc.router import default_models_dir, embedded  # noqa: E402
@@ -176,12 +176,6 @@ def cached_vectors(encoder: Encoder, name: str, corpus: ta.Corpus) -> ta.Vectors
     )
 
 
-def names_and_descriptions(corpus: ta.Corpus) -> tuple[list[str], list[str]]:
-    """The corpus's route names and descriptions, back out of embedded.route_text."""
-    names = [d.split(":", 1)[0].replace(" ", "_") for d in corpus.descriptions]
-    return names, [d.split(": ", 1)[1] for d in corpus.descriptions]
-
-
 def load_encoders() -> dict[str, Encoder]:
     """The default router's encoders, by name."""
     return {
@@ -203,7 +197,7 @@ def shipped_adapters(encoders: dict[str, Encoder]) -> dict[str, Adapter]:
     }
 
 
-def stand_in_provider() -> str:
+def stand_in_provider() -> Provider:
     """A provider every benchmark route is served by (routing never calls it)."""
     return with_stand_in_keys(load_config(ROOT / "bench/router/dev-config.yaml")).routes[0].provider
 
@@ -256,6 +250,7 @@ def main() -> int:
     parser.add_argument("--hard", type=float, default=0.3)
     parser.add_argument("--other-bias", type=float, help="instead of embedded.OTHER_BIAS")
     parser.add_argument("--assistant-weight", type=float, help="instead of embedded's")
+    parser.add_argument("--follow-up-boost", type=float, help="instead of embedded's (0: none)")
     parser.add_argument(
         "--cascade-confidence", type=float, help="instead of embedded's (above 1: no cascade)"
     )
@@ -269,7 +264,7 @@ def main() -> int:
 
     corpus = ta.read_corpus(args.data)
     groups = np.array(corpus.route_groups)
-    names, descriptions = names_and_descriptions(corpus)
+    names, descriptions = corpus.names, corpus.plain_descriptions
     provider = stand_in_provider()
     encoders = load_encoders()
     vectors = {name: cached_vectors(e, name, corpus) for name, e in encoders.items()}
@@ -285,6 +280,8 @@ def main() -> int:
         embedded.OTHER_BIAS = args.other_bias
     if args.assistant_weight is not None:
         embedded.ASSISTANT_WEIGHT = args.assistant_weight
+    if args.follow_up_boost is not None:
+        embedded.FOLLOW_UP_BOOST = args.follow_up_boost
     suffixes = [p.stem.removeprefix("train_") for p in sorted(args.data.glob("train_*.jsonl"))]
     folds = [f for f in range(len(suffixes)) if not args.folds or suffixes[f] in args.folds]
     for fold in folds:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,25 +59,35 @@ def _lines(path: Path) -> list[dict[str, Any]]:
 
 @dataclass
 class Corpus:
-    descriptions: list[str]  # one per route, as the router embeds them
-    route_groups: list[int]  # which train_*.jsonl each route came from
-    requests: list[str]
-    request_route: list[int]
-    followups: list[str]
-    followup_route: list[int]
-    closings: list[str]
-    others: list[str]  # requests that fit no route of ...
-    other_group: list[int]  # ... this group (-1: of any group)
+    # One per route: its name and description as a config gives them, and the two as the
+    # router embeds them (embedded.route_text).
+    names: list[str] = field(default_factory=list)
+    plain_descriptions: list[str] = field(default_factory=list)
+    descriptions: list[str] = field(default_factory=list)
+    route_groups: list[int] = field(default_factory=list)  # which train_*.jsonl it came from
+    requests: list[str] = field(default_factory=list)
+    request_route: list[int] = field(default_factory=list)
+    followups: list[str] = field(default_factory=list)
+    followup_route: list[int] = field(default_factory=list)
+    closings: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # requests that fit no route of ...
+    other_group: list[int] = field(default_factory=list)  # ... this group (-1: of any group)
+
+    def add_route(self, name: str, description: str) -> int:
+        """A new route's index."""
+        self.names.append(name)
+        self.plain_descriptions.append(description)
+        self.descriptions.append(route_text(name, description))
+        return len(self.names) - 1
 
 
 def read_corpus(data: Path = DATA) -> Corpus:
-    c = Corpus([], [], [], [], [], [], [], [], [])
+    c = Corpus()
     index: dict[str, int] = {}
     files = sorted(data.glob("train_*.jsonl"))
     for group, path in enumerate(files):
         for row in _lines(path):
-            index[row["name"]] = len(c.descriptions)
-            c.descriptions.append(route_text(row["name"], row["description"]))
+            index[row["name"]] = c.add_route(row["name"], row["description"])
             c.route_groups.append(group)
             c.requests += row["requests"]
             c.request_route += [index[row["name"]]] * len(row["requests"])

@@ -230,6 +230,38 @@ def route_text(name: str, description: str) -> str:
     return f"{name.replace('_', ' ').replace('-', ' ')}: {description}"
 
 
+# A follow-up ("which of those first?", "now for windows") says little of its own, and its
+# few words can sit nearer a neighbouring route than its conversation's. The shorter the
+# latest turn, the more its context tells the routes apart: up to FOLLOW_UP_BOOST times the
+# adapter's context weight again for a one-word turn, falling to nothing extra at
+# FOLLOW_UP_WORDS words. The extra counts each route's context score less the best one's, so
+# it lifts no route towards "other": whether a short turn fits any route at all ("thanks,
+# bye") stays a question about the turn itself. Chosen on the development set, the fresh
+# routes and leave-routes-out together (bench/RESULTS.md, "Short follow-ups"): follow-ups
+# gain 5 to 9 points there, topic shifts to a terse new request lose about one.
+FOLLOW_UP_WORDS = 12
+FOLLOW_UP_BOOST = 2.0
+_WORD_RUN = re.compile(r"\w+")
+# Scripts written without spaces between words: a word for every two of their characters.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def words_in(text: str) -> float:
+    """About how many words ``text`` holds, in any script; counted up to FOLLOW_UP_WORDS."""
+    count = 0.0
+    for match in _WORD_RUN.finditer(text):
+        unspaced = len(_UNSPACED.findall(match.group()))
+        count += max(1.0, unspaced / 2) if unspaced else 1.0
+        if count >= FOLLOW_UP_WORDS:
+            break
+    return count
+
+
+def follow_up_boost(latest: str) -> float:
+    """How much more than the adapter's weight the context counts after ``latest``."""
+    return FOLLOW_UP_BOOST * max(0.0, 1.0 - words_in(latest) / FOLLOW_UP_WORDS)
+
+
 @dataclass(frozen=True)
 class Views:
     """The texts a decision embeds, and which of them are which."""
@@ -240,6 +272,9 @@ class Views:
     # How much each earlier turn counts beside the others (``context_weight``); none given:
     # the newest counts most, halving with each turn back.
     context_weights: list[float] = field(default_factory=list)
+    # How much more than the adapter's weight the context counts after this latest turn
+    # (``follow_up_boost``; 0 after a full request).
+    boost: float = 0.0
 
 
 # Lines at either end of a long turn, up to this many characters, are read as its instruction.
@@ -267,7 +302,7 @@ def views(turns: Sequence[Turn]) -> Views | None:
         weights.append(context_weight(turn, len(context_ix)))
         context_ix.append(len(texts))
         texts.append(turn.text)
-    return Views(texts, latest_ix, context_ix, weights)
+    return Views(texts, latest_ix, context_ix, weights, follow_up_boost(text) if weights else 0.0)
 
 
 # An assistant turn's share of the context beside a user turn's: the adapters learn the
@@ -326,38 +361,6 @@ class Adapter:
             )
 
 
-# A follow-up ("which of those first?", "now for windows") says little of its own, and its
-# few words can sit nearer a neighbouring route than its conversation's. The shorter the
-# latest turn, the more its context tells the routes apart: up to FOLLOW_UP_BOOST times the
-# adapter's context weight again for a one-word turn, falling to nothing extra at
-# FOLLOW_UP_WORDS words. The extra counts each route's context score less the best one's, so
-# it lifts no route towards "other": whether a short turn fits any route at all ("thanks,
-# bye") stays a question about the turn itself. Chosen on the development set, the fresh
-# routes and leave-routes-out together (bench/RESULTS.md, "Short follow-ups"): follow-ups
-# gain 5 to 9 points there, topic shifts to a terse new request lose about one.
-FOLLOW_UP_WORDS = 12
-FOLLOW_UP_BOOST = 2.0
-_WORD_RUN = re.compile(r"\w+")
-# Scripts written without spaces between words: a word for every two of their characters.
-_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-
-
-def words_in(text: str) -> float:
-    """About how many words ``text`` holds, in any script; counted up to FOLLOW_UP_WORDS."""
-    count = 0.0
-    for match in _WORD_RUN.finditer(text):
-        unspaced = len(_UNSPACED.findall(match.group()))
-        count += max(1.0, unspaced / 2) if unspaced else 1.0
-        if count >= FOLLOW_UP_WORDS:
-            break
-    return count
-
-
-def follow_up_boost(latest: str) -> float:
-    """How much more than the adapter's weight the context counts after ``latest``."""
-    return FOLLOW_UP_BOOST * max(0.0, 1.0 - words_in(latest) / FOLLOW_UP_WORDS)
-
-
 def member_logits(sims: Array, v: Views, adapter: Adapter) -> Array:
     """Log-probabilities over the routes then "other", from ``sims`` [len(v.texts), routes + 1]
     (the last column is each view's "other" score)."""
@@ -370,8 +373,7 @@ def member_logits(sims: Array, v: Views, adapter: Adapter) -> Array:
         # A follow-up inherits its context's route.
         weights = np.array(v.context_weights or [0.5**i for i in range(len(v.context))])
         context = (routes[v.context] * weights[:, None]).sum(axis=0) / weights.sum()
-        boost = follow_up_boost(v.texts[v.latest[0]])
-        score = score + adapter.context * (context + boost * (context - context.max()))
+        score = score + adapter.context * (context + v.boost * (context - context.max()))
     # Whether anything fits is a question about the latest turn alone: "thanks, bye" after
     # a coding session is not a coding request.
     logits = adapter.scale * np.append(score, sims[v.latest[0], -1])
@@ -405,11 +407,12 @@ class Member:
         return result
 
 
-def pooled(weights: Sequence[float], logps: Sequence[Array]) -> Array:
-    """The encoders' log-probabilities (routes then "other") pooled with their vote shares;
-    with more than one encoder, "other" is moved by OTHER_BIAS (see there)."""
+def pooled(weights: Sequence[float], logps: Sequence[Array], *, ensemble: bool) -> Array:
+    """The log-probabilities (routes then "other") of the encoders that ran, pooled with their
+    vote shares; in a router of several encoders (``ensemble``, even when one alone ran),
+    "other" is moved by OTHER_BIAS (see there)."""
     total: Array = np.asarray(weights, dtype=np.float64) @ np.vstack(logps)
-    if len(logps) > 1:
+    if ensemble:
         total[-1] += OTHER_BIAS + math.log(len(total) - 1)
     return total
 
@@ -495,16 +498,14 @@ class EncoderRouter:
             # How much each earlier view counts (they follow the latest turn's in "views"),
             # and how much more the context tells the routes apart after a short turn.
             explain["context_weights"] = [round(w, 3) for w in v.context_weights]
-            explain["follow_up_boost"] = round(follow_up_boost(v.texts[v.latest[0]]), 3)
+            explain["follow_up_boost"] = round(v.boost, 3)
         weights = self.skipping(self.weights(v.texts[v.latest[0]]))
         explain["weights"] = {
             m.spec.name: round(w, 3) for m, w in zip(self.members, weights, strict=True)
         }
+        ran: list[float] = []  # the vote shares of the encoders that ran
         for index, (member, weight) in enumerate(zip(self.members, weights, strict=True)):
             if weight == 0.0:
-                # Not run: it counts nothing in the pool, which still moves "other" by its
-                # bias as a pool of several encoders does.
-                logps.append(np.zeros(len(names)))
                 explain["not_run"] = member.spec.name
                 continue
             logp = member_logits(
@@ -517,9 +518,11 @@ class EncoderRouter:
                 explain["decided_by"] = member.spec.name
                 scores = probabilities(names, logp.tolist())
                 break
+            ran.append(weight)
             logps.append(logp)
         else:
-            scores = probabilities(names, pooled(weights, logps).tolist())
+            ensemble = len(self.members) > 1
+            scores = probabilities(names, pooled(ran, logps, ensemble=ensemble).tolist())
         route = max(scores, key=lambda n: scores[n])
         explain["decide_ms"] = round((time.perf_counter() - started) * 1e3, 2)
         return RouteChoice(route, scores[route], scores, explain)

@@ -291,11 +291,11 @@ def test_decides_alone_needs_both_english_and_confidence(router: EncoderRouter) 
 
 def test_pooled_is_the_weighted_sum_with_the_other_bias() -> None:
     a, b = np.log(np.array([0.7, 0.2, 0.1])), np.log(np.array([0.2, 0.5, 0.3]))
-    got = pooled([0.25, 0.75], [a, b])
+    got = pooled([0.25, 0.75], [a, b], ensemble=True)
     expected = 0.25 * a + 0.75 * b
     expected[-1] += OTHER_BIAS + np.log(2)  # two routes, then "other"
     assert got == pytest.approx(expected)
-    assert pooled([1.0], [a]) == pytest.approx(a)  # one encoder: no bias
+    assert pooled([1.0], [a], ensemble=False) == pytest.approx(a)  # one encoder: no bias
 
 
 def test_texts_that_tokenize_alike_are_run_once(
@@ -385,7 +385,8 @@ def _logits(latest: str, boost: float, monkeypatch: pytest.MonkeyPatch) -> np.nd
     # The latest turn leans to B on its own; its context is A's.
     sims = np.array([[0.30, 0.36, 0.32], [0.70, 0.45, 0.0]], dtype=np.float32)
     adapter = Adapter(np.eye(2, dtype=np.float32), 0.3, np.zeros(2), context=0.2, scale=20.0)
-    return member_logits(sims, Views([latest, "earlier"], [0], [1], [1.0]), adapter)
+    views = Views([latest, "earlier"], [0], [1], [1.0], follow_up_boost(latest))
+    return member_logits(sims, views, adapter)
 
 
 def test_the_boost_moves_a_short_turn_to_its_contexts_route_but_never_towards_other(

@@ -15,7 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench/router"))
 
 from fresh_routes import read_topic, topic_files  # noqa: E402
-from leave_routes_out import names_and_descriptions  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
@@ -39,9 +38,9 @@ def test_four_topics_of_36_routes() -> None:
             assert len(row["requests"]) == 16 and len(row["followups"]) == 5, row["name"]
             assert all(isinstance(t, str) and t.strip() for t in row["requests"])
         topic = read_topic(path)
-        assert topic.names == names and len(topic.descriptions) == 36
-        assert len(topic.others) == 40
         corpus = topic.corpus
+        assert corpus.names == names and len(corpus.plain_descriptions) == 36
+        assert len(topic.others) == 40
         assert len(corpus.requests) == len(corpus.request_route) == 36 * 16
         assert len(corpus.followups) == len(corpus.followup_route) == 36 * 5
 
@@ -52,11 +51,11 @@ def test_nothing_of_it_is_in_the_training_data() -> None:
         t.strip().lower()
         for t in (*training.requests, *training.followups, *training.others, *training.closings)
     }
-    trained_names = set(names_and_descriptions(training)[0])
+    trained_names = set(training.names)
     for path in TOPICS:
         topic = read_topic(path)
         texts = [*topic.corpus.requests, *topic.corpus.followups, *topic.others]
         # Short follow-ups ("shorter please") may coincide by nature; anything longer may not.
         copied = [t for t in texts if len(t) >= 40 and t.strip().lower() in seen]
         assert not copied, f"{path.name}: {copied[:3]}"
-        assert not set(topic.names) & trained_names, path.name
+        assert not set(topic.corpus.names) & trained_names, path.name
