@@ -84,7 +84,7 @@ class RouterSettings:
     kind: str  # one of ROUTER_KINDS
     model_dir: Path | None  # None: the embedded encoder built into build/models
     device: str  # "cpu" or "cuda" (needs onnxruntime-gpu)
-    threads: int  # onnxruntime intra-op threads; 0 lets onnxruntime choose
+    threads: int  # onnxruntime intra-op threads per model run; 0 lets the router choose
     timeout_s: float  # a decision slower than this falls back to the default provider
     max_tokens: int  # the token budget for what the router reads
     min_confidence: float  # a chosen route less probable than this falls back to the default

@@ -530,7 +530,7 @@ class _Parser:
         if isinstance(threads, bool) or not isinstance(threads, int) or not 0 <= threads <= 256:
             self.error(
                 "routing.threads",
-                f"must be 1-256 threads, or 0 to let onnxruntime choose, got {_show(threads)}",
+                f"must be 1-256 threads, or 0 to let the router choose, got {_show(threads)}",
             )
             threads = 0
         timeout = parse_duration(raw.get("timeout", default_timeout))

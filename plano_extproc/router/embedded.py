@@ -10,10 +10,16 @@ load. Each decision embeds a few short views of the conversation in one batch pe
 
 - the latest user turn: the intent to serve. A long turn (a pasted document or code with a
   short instruction) is also read as its first and last lines, where the instruction is;
-- the turns before it, newest first: a follow-up ("same for this one") carries little
-  meaning of its own, and its context decides the route. Each earlier turn counts half as
-  much as the one after it, and an assistant turn half as much as a user turn; the shorter
-  the latest turn, the more they tell the routes apart (``follow_up_boost``).
+- the turns before it, newest first, each up to its first CONTEXT_TOKENS tokens: a
+  follow-up ("same for this one") carries little meaning of its own, and its context decides
+  the route. Each earlier turn counts half as much as the one after it, and an assistant
+  turn half as much as a user turn; the shorter the latest turn, the more they tell the
+  routes apart (``follow_up_boost``).
+
+An encoder runs a decision's views as one or two batches (``batches``, cut by the views'
+lengths alone). A decision that has the cores to itself runs the two side by side; beside
+another decision, one after the other (``SharedCores``): the same runs either way, so the
+same answer. Each run gets half the cores' threads (``encoder_threads``).
 
 Each encoder scores every route and "other" from those views (``member_logits``, a pure
 function of the similarity matrix). MiniLM, the sharper and cheaper reader of English, reads
@@ -26,9 +32,13 @@ share of the turn's words it knows. On a turn it can hardly read it is not run a
 from __future__ import annotations
 
 import math
+import os
 import re
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +66,11 @@ BUILD_HINT = "Build it with `make models`."
 MANIFEST = "plano-encoder.json"
 
 
+# A model run's fixed cost in tokens of one row, for an encoder nobody measured (a
+# routing.model_dir's): between the two default encoders'.
+RUN_TOKENS = 16
+
+
 @dataclass(frozen=True)
 class MemberSpec:
     """One encoder of the default router: its build directory name, its weight in the
@@ -67,13 +82,18 @@ class MemberSpec:
     weight: float
     token_share: float
     english_only: bool = False
+    # What one model run costs before its first token, in tokens of one row: mostly reading
+    # the weights, whatever the batch (``batches`` weighs it).
+    run_tokens: int = RUN_TOKENS
 
 
 # Weights tuned on bench/router/dev.jsonl; e5 reads at most half the budget because it costs
-# twice MiniLM per token, which keeps a 256-token decision within the 40 ms p99 target.
+# twice MiniLM per token, which keeps a 256-token decision within the 40 ms p99 target. Run
+# costs measured on one thread: MiniLM 0.45 ms a run and 0.07 ms a token of a row, e5 2.3 ms
+# and 0.1 ms (twice the layers, a larger vocabulary).
 DEFAULT_MEMBERS = (
-    MemberSpec("all-MiniLM-L6-v2", weight=0.5, token_share=1.0, english_only=True),
-    MemberSpec("multilingual-e5-small", weight=0.5, token_share=0.5),
+    MemberSpec("all-MiniLM-L6-v2", 0.5, token_share=1.0, english_only=True, run_tokens=7),
+    MemberSpec("multilingual-e5-small", 0.5, token_share=0.5, run_tokens=23),
 )
 _WORD = re.compile(r"[^\W\d_]+")
 # Added to the pooled "other" log-probability, plus the log of the number of routes: the
@@ -82,10 +102,16 @@ _WORD = re.compile(r"[^\W\d_]+")
 # learn "other" from small talk and closings, and real off-route requests (a recipe question
 # beside coding routes) sit closer to some route than those.
 OTHER_BIAS = -1.3
-# Decisions run at once (RouterService): two fill the idle gaps between a lone decision's
-# kernels on 2 cores (83 -> 119 decisions/s on the dev set); a third adds little (122) and
-# makes each decision slower.
+# Decisions run at once (RouterService): two keep both cores busy, a run on each (dev set,
+# 2 cores: 108-125 decisions/s one at a time, 145-172 two at a time, in three runs).
 ROUTER_CONCURRENCY = 2
+# Model runs at once: two decisions' runs, or a lone decision's two batches side by side
+# (SharedCores). Each run gets that share of the cores as its onnxruntime threads, unless
+# routing.threads says otherwise: on 2 cores, one thread each. A run's kernels are too small
+# to spread well over threads (a second thread made a 256-token MiniLM run 23% faster, a
+# second batch beside it made it 35% faster), and two runs on two one-thread sessions never
+# contend for a pool (dev set, two decisions at once: 126 against 110 decisions a second).
+PARALLEL_RUNS = 2
 # The cascade (EncoderRouter.decides_alone): MiniLM decides alone when its top choice has at
 # least this probability and the turn is English enough that its vote share is at least
 # CASCADE_SHARE of its full weight (about 90% of the turn's words known). Chosen on the
@@ -105,6 +131,13 @@ CASCADE_SHARE = 0.9
 SKIP_SHARE = 0.05
 
 
+# Each earlier turn is read up to this many tokens (the latest turn gets the budget's share):
+# a turn of context says what the conversation is about in its first words, and reading it
+# whole made a three-turn, 256-token decision cost three latest turns. Measured on the three
+# evaluation sets, the fresh routes and leave-routes-out (bench/RESULTS.md, "Reading less of
+# the context"): no set loses a point.
+CONTEXT_TOKENS = 32
+
 # onnxruntime fuses each residual Add and the LayerNormalization after it into one
 # SkipLayerNormalization kernel, which on this CPU costs twice the pair it replaces (0.36 ms
 # against 0.09 + 0.1 ms at 3 x 85 tokens, profiled): an encoder decides 15% faster without it.
@@ -122,7 +155,10 @@ class Encoder:
     sentence-transformers does. ``token_type_ids`` is fed as zeros to a model that asks for it.
     """
 
-    def __init__(self, model_dir: Path, settings: RouterSettings) -> None:
+    def __init__(
+        self, model_dir: Path, settings: RouterSettings, run_tokens: int = RUN_TOKENS
+    ) -> None:
+        self.run_tokens = run_tokens
         manifest = model_dir / MANIFEST
         info = read_json(manifest) if manifest.is_file() else {}
         model_name = str(info.get("serving_model", "model.onnx"))
@@ -150,7 +186,7 @@ class Encoder:
         )
         self.pad_id = (self.tokenizer.token_to_id(pad) if pad else 0) or 0
         self.tokenizer.no_padding()
-        self.session = load_session(model, settings, ENCODER_UNFUSED)
+        self.session = load_session(model, settings, ENCODER_UNFUSED, encoder_threads(settings))
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name: o for o in self.session.get_outputs()}
         if not {"input_ids", "attention_mask"} <= inputs:
@@ -173,29 +209,52 @@ class Encoder:
             width = int(self.embed(["dimension"], max_tokens=8).shape[1])
         self.dim = int(info.get("dim", width))
 
-    def embed(self, texts: Sequence[str], max_tokens: int) -> Array:
-        """[len(texts), dim] unit vectors; each text cut to ``max_tokens`` tokens.
+    def embed(
+        self,
+        texts: Sequence[str],
+        max_tokens: int | Sequence[int],
+        helper: Executor | None = None,
+    ) -> Array:
+        """[len(texts), dim] unit vectors; each text cut to ``max_tokens`` tokens (one limit
+        for all, or one per text).
 
         Texts whose tokens come out identical are run once: a long turn's opening lines,
-        read as its instruction, are often exactly what the whole turn's cut view keeps."""
+        read as its instruction, are often exactly what the whole turn's cut view keeps.
+        The rest are run as the batches ``batches`` cuts them into; with a ``helper`` (the
+        cores are free: ``SharedCores``) the second batch runs on it while this thread runs
+        the first. Either way the same batches run, so the vectors are the same: an int8
+        run's activation scales span its rows, and a decision must not depend on the load."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        limits = [max_tokens] * len(texts) if isinstance(max_tokens, int) else list(max_tokens)
         # No token is ever longer than a few characters: cutting a pasted document before
         # tokenizing it saves the work of tokenizing what truncation would drop.
-        cut = [t[: max_tokens * CHARS_PER_TOKEN] for t in texts]
+        cut = [t[: n * CHARS_PER_TOKEN] for t, n in zip(texts, limits, strict=True)]
         # Truncated per call, then given the special tokens, as the tokenizer's own truncation
         # does, but without setting it on the shared tokenizer: decisions run concurrently.
         encodings = self.tokenizer.encode_batch(cut, add_special_tokens=False)
-        for encoding in encodings:
-            encoding.truncate(max(max_tokens - self.special_tokens, 1))
+        for encoding, limit in zip(encodings, limits, strict=True):
+            encoding.truncate(max(limit - self.special_tokens, 1))
         encodings = [self.tokenizer.post_process(e) for e in encodings]
-        # Padded here rather than by the tokenizer, once the repeats are gone.
         unique: dict[tuple[int, ...], int] = {}
         where = [unique.setdefault(tuple(e.ids), len(unique)) for e in encodings]
-        width = max(len(ids) for ids in unique)
-        ids = np.full((len(unique), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(unique), width), dtype=np.int64)
-        for row, tokens in enumerate(unique):
+        rows = list(unique)
+        first, *rest = batches([len(r) for r in rows], self.run_tokens)
+        aside = [helper.submit(self._run, [rows[i] for i in b]) for b in rest] if helper else []
+        ran = self._run([rows[i] for i in first])
+        vectors = np.empty((len(rows), ran.shape[1]), dtype=np.float32)
+        vectors[first] = ran
+        for index, batch in enumerate(rest):
+            vectors[batch] = aside[index].result() if aside else self._run([rows[i] for i in batch])
+        result: Array = vectors[where]
+        return result
+
+    def _run(self, rows: Sequence[tuple[int, ...]]) -> Array:
+        """One model run: ``rows`` of token ids, padded to the longest."""
+        width = max(len(ids) for ids in rows)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for row, tokens in enumerate(rows):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1
         if self.vocab_map is not None:
@@ -205,8 +264,32 @@ class Encoder:
             feed["token_type_ids"] = np.zeros_like(ids)
         (out,) = self.session.run([self.output], feed)
         vectors: Array = out if self.pooled else mean_pooled(out, mask)
-        result: Array = vectors[where]
-        return result
+        return vectors
+
+
+def batches(lengths: Sequence[int], run_tokens: int = 0) -> list[list[int]]:
+    """The rows (indices into ``lengths``, token counts) of each model run: longest first,
+    in one run or cut in two. A run costs ``run_tokens`` plus its rows times its longest row
+    (every row is padded to it). The cut is where the longer of the two runs costs least,
+    and is made only when a lone decision gains more by it (its two runs go side by side)
+    than a decision among others loses (they go in turn, each paying ``run_tokens``).
+
+    A pure function of the lengths: a conversation is batched alike whatever the load, and
+    so decided alike (an int8 run's activation scales span its rows)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    if len(order) < 2:
+        return [order] if order else []
+    longest = lengths[order[0]]
+    whole = run_tokens + len(order) * longest
+    cuts = []  # (the two runs side by side, in turn, where to cut)
+    for cut in range(1, len(order)):
+        first = run_tokens + cut * longest
+        second = run_tokens + (len(order) - cut) * lengths[order[cut]]
+        cuts.append((max(first, second), first + second, cut))
+    side_by_side, in_turn, cut = min(cuts)
+    if whole - side_by_side > in_turn - whole:
+        return [order[:cut], order[cut:]]
+    return [order]
 
 
 def mean_pooled(hidden: Array, mask: Array) -> Array:
@@ -260,6 +343,42 @@ def words_in(text: str) -> float:
 def follow_up_boost(latest: str) -> float:
     """How much more than the adapter's weight the context counts after ``latest``."""
     return FOLLOW_UP_BOOST * max(0.0, 1.0 - words_in(latest) / FOLLOW_UP_WORDS)
+
+
+def encoder_threads(settings: RouterSettings) -> int:
+    """onnxruntime threads for each encoder run: routing.threads, or this process's cores
+    shared among PARALLEL_RUNS runs."""
+    if settings.threads:
+        return settings.threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // PARALLEL_RUNS)
+
+
+class SharedCores:
+    """Whether a decision has the cores to itself. Then it runs its second batch of each
+    encoder on a helper thread beside the first (``Encoder.embed``); when another decision
+    runs too, the cores are taken and its batches run in turn. One per process: a config
+    reload's old and new routers share the cores as well."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deciding = 0
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="plano-router-batch")
+
+    @contextmanager
+    def deciding(self) -> Iterator[Executor | None]:
+        """For the length of a decision: the helper when the decision is alone, else None."""
+        with self._lock:
+            self._deciding += 1
+            alone = self._deciding == 1
+        try:
+            yield self._helper if alone else None
+        finally:
+            with self._lock:
+                self._deciding -= 1
+
+
+CORES = SharedCores()
 
 
 @dataclass(frozen=True)
@@ -399,10 +518,12 @@ class Member:
         self.bias = np.zeros(len(routes) + 1, dtype=np.float32)
         self.bias[-1] = adapter.threshold
 
-    def similarities(self, v: Views, max_tokens: int) -> Array:
+    def similarities(self, v: Views, max_tokens: int, helper: Executor | None = None) -> Array:
         budget = max(int(max_tokens * self.spec.token_share) // len(v.texts), 32)
+        context = min(budget, CONTEXT_TOKENS)
+        limits = [budget if i in v.latest else context for i in range(len(v.texts))]
         prefix = self.encoder.query_prefix
-        vectors = self.encoder.embed([prefix + t for t in v.texts], max_tokens=budget)
+        vectors = self.encoder.embed([prefix + t for t in v.texts], limits, helper)
         result: Array = vectors @ self.columns.T + self.bias
         return result
 
@@ -444,7 +565,7 @@ class EncoderRouter:
             specs = [(spec, models_dir / spec.name) for spec in DEFAULT_MEMBERS]
         members = []
         for spec, model_dir in specs:
-            encoder = Encoder(model_dir, settings)
+            encoder = Encoder(model_dir, settings, spec.run_tokens)
             adapter = Adapter.load(adapter_path(model_dir), encoder.dim)
             members.append(Member(spec, encoder, adapter, routes))
         return cls(routes, settings, members)
@@ -504,25 +625,26 @@ class EncoderRouter:
             m.spec.name: round(w, 3) for m, w in zip(self.members, weights, strict=True)
         }
         ran: list[float] = []  # the vote shares of the encoders that ran
-        for index, (member, weight) in enumerate(zip(self.members, weights, strict=True)):
-            if weight == 0.0:
-                explain["not_run"] = member.spec.name
-                continue
-            logp = member_logits(
-                member.similarities(v, self.settings.max_tokens), v, member.adapter
-            )
-            explain[member.spec.name] = {
-                n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)
-            }
-            if index == 0 and len(self.members) > 1 and self.decides_alone(weight, logp):
-                explain["decided_by"] = member.spec.name
-                scores = probabilities(names, logp.tolist())
-                break
-            ran.append(weight)
-            logps.append(logp)
-        else:
-            ensemble = len(self.members) > 1
-            scores = probabilities(names, pooled(ran, logps, ensemble=ensemble).tolist())
+        with CORES.deciding() as helper:
+            explain["batches"] = "side by side" if helper else "in turn"
+            for index, (member, weight) in enumerate(zip(self.members, weights, strict=True)):
+                if weight == 0.0:
+                    explain["not_run"] = member.spec.name
+                    continue
+                sims = member.similarities(v, self.settings.max_tokens, helper)
+                logp = member_logits(sims, v, member.adapter)
+                explain[member.spec.name] = {
+                    n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)
+                }
+                if index == 0 and len(self.members) > 1 and self.decides_alone(weight, logp):
+                    explain["decided_by"] = member.spec.name
+                    scores = probabilities(names, logp.tolist())
+                    break
+                ran.append(weight)
+                logps.append(logp)
+            else:
+                ensemble = len(self.members) > 1
+                scores = probabilities(names, pooled(ran, logps, ensemble=ensemble).tolist())
         route = max(scores, key=lambda n: scores[n])
         explain["decide_ms"] = round((time.perf_counter() - started) * 1e3, 2)
         return RouteChoice(route, scores[route], scores, explain)

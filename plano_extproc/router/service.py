@@ -2,14 +2,12 @@
 recent decisions.
 
 The event loop serving model- and alias-routed requests never waits on a model: decisions
-run in worker threads (onnxruntime spreads each over its own intra-op threads and releases
-the GIL). A router that says it can (``concurrency``, the embedded router: 2) runs that many
-decisions at once: onnxruntime's calling thread does its share of each run, and a lone
-decision's many small kernels leave cores idle between them that a second decision fills
-(measured on 2 cores: 83 decisions/s one at a time, 119 two at a time; a decision alone is
-as fast as before). A decision not done by its deadline answers None and the caller falls
-back to the default provider; a decision still queued when its deadline passes is skipped,
-not run, so a burst cannot build a backlog of stale work.
+run in worker threads (onnxruntime releases the GIL). A router that says it can
+(``concurrency``, the embedded router: 2) runs that many decisions at once: on 2 cores, each
+on one core, while a decision alone spreads its model runs over both (embedded.SharedCores).
+A decision not done by its deadline answers None and the caller falls back to the default
+provider; a decision still queued when its deadline passes is skipped, not run, so a burst
+cannot build a backlog of stale work.
 
 The decision cache: an agent's tool steps re-send the same conversation with tool calls and
 results appended, which the router never reads, so the same decision is asked for again and

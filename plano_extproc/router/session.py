@@ -13,14 +13,19 @@ from .base import RouterLoadError
 
 
 def load_session(
-    model: Path, settings: RouterSettings, disabled_optimizers: tuple[str, ...] = ()
+    model: Path,
+    settings: RouterSettings,
+    disabled_optimizers: tuple[str, ...] = (),
+    threads: int | None = None,
 ) -> ort.InferenceSession:
-    """An inference session for ``model`` on the configured device and thread count, without
-    the graph rewrites ``disabled_optimizers`` names."""
+    """An inference session for ``model`` on the configured device, without the graph
+    rewrites ``disabled_optimizers`` names, on ``threads`` intra-op threads (by default the
+    configured count; 0: onnxruntime's choice, one per core)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if settings.threads:
-        options.intra_op_num_threads = settings.threads
+    threads = settings.threads if threads is None else threads
+    if threads:
+        options.intra_op_num_threads = threads
     # One decision at a time runs in the router thread: a second pool would only contend.
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -16,6 +16,8 @@ from plano_extproc.config import Config, parse_config
 from plano_extproc.router import RouterLoadError, default_models_dir, load_router
 from plano_extproc.router.base import OTHER
 from plano_extproc.router.embedded import (
+    CONTEXT_TOKENS,
+    CORES,
     DEFAULT_MEMBERS,
     FOLLOW_UP_BOOST,
     FOLLOW_UP_WORDS,
@@ -25,6 +27,8 @@ from plano_extproc.router.embedded import (
     EncoderRouter,
     Member,
     Views,
+    batches,
+    encoder_threads,
     follow_up_boost,
     member_logits,
     pooled,
@@ -77,11 +81,9 @@ def embed_calls(router: EncoderRouter, monkeypatch: pytest.MonkeyPatch) -> list[
     for member in router.members:
         original, name = member.encoder.embed, member.spec.name
 
-        def recording(
-            texts: Any, max_tokens: int, original: Any = original, name: str = name
-        ) -> Any:
+        def recording(texts: Any, *args: Any, original: Any = original, name: str = name) -> Any:
             calls.append((name, len(texts)))
-            return original(texts, max_tokens)
+            return original(texts, *args)
 
         monkeypatch.setattr(member.encoder, "embed", recording)
     return calls
@@ -314,7 +316,8 @@ def test_texts_that_tokenize_alike_are_run_once(
 
     monkeypatch.setattr(encoder.session, "run", counting)
     together = encoder.embed(texts, max_tokens=16)
-    assert fed == [(2, 16)]  # two different cuts, padded to the longer
+    # Two different cuts, each run once: in two runs, as batches() cuts 16 and 7 tokens.
+    assert fed == [(1, 16), (1, 7)]
     monkeypatch.undo()
     assert together.shape == (4, encoder.dim)
     assert (together[0] == together[2]).all() and (together[0] == together[3]).all()
@@ -323,6 +326,74 @@ def test_texts_that_tokenize_alike_are_run_once(
     for text, vector in zip(texts, together, strict=True):
         assert float(vector @ encoder.embed([text], max_tokens=16)[0]) > 0.99
     assert encoder.embed([], max_tokens=16).shape == (0, encoder.dim)
+
+
+def test_batches_cut_where_the_longer_run_is_shortest() -> None:
+    assert batches([]) == []
+    assert batches([12], run_tokens=23) == [[0]]
+    # Longest first; a run costs its rows times its longest row.
+    assert batches([32, 42, 32]) == [[1], [0, 2]]  # 42 against 2 x 32, not 3 x 42
+    assert batches([85, 85, 85], run_tokens=23) == [[0], [1, 2]]
+    assert batches([200, 10, 10, 10], run_tokens=7) == [[0], [1, 2, 3]]
+    assert batches([40, 40, 40, 40, 8]) == [[0, 1], [2, 3, 4]]
+    # Equal lengths tie on the index, so the cut never depends on anything but the lengths.
+    assert batches([5, 5]) == [[0], [1]]
+
+
+def test_batches_cut_only_when_a_lone_decision_gains_more_than_a_busy_one_loses() -> None:
+    # Two short rows: side by side saves 5 token-rows, in turn a second run costs 7 more.
+    assert batches([5, 5], run_tokens=7) == [[0, 1]]
+    assert batches([10, 8], run_tokens=23) == [[0, 1]]
+    # A gain of 20 against a loss of 15: cut.
+    assert batches([20, 12], run_tokens=23) == [[0], [1]]
+
+
+def test_a_lone_decisions_batches_side_by_side_equal_them_in_turn(
+    router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(router, "cascade_confidence", 1.01)  # e5 runs too
+    # A long latest turn, its edges, and two earlier turns: several batches per encoder.
+    messages = [
+        user("Traduce al español: " + "the meeting moved to Thursday at nine. " * 30),
+        assistant("Claro, aquí está la traducción: la reunión se movió al jueves."),
+        user("and this part: " + "please send the revised figures before noon. " * 20),
+    ]
+    alone = router.choose(messages)
+    with CORES.deciding():  # another decision holds the cores
+        shared = router.choose(messages)
+    assert alone.explain["batches"] == "side by side"
+    assert shared.explain["batches"] == "in turn"
+    assert "decided_by" not in alone.explain  # both encoders ran
+    assert shared.scores == alone.scores  # bit for bit: the same runs, in another order
+
+
+def test_earlier_turns_are_read_up_to_context_tokens(
+    router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = router.members[0]
+    limits: list[list[int]] = []
+    original = member.encoder.embed
+
+    def recording(texts: Any, max_tokens: Any, *args: Any) -> Any:
+        limits.append(list(max_tokens))
+        return original(texts, max_tokens, *args)
+
+    monkeypatch.setattr(member.encoder, "embed", recording)
+    views = Views(["latest", "earlier", "earliest"], [0], [1, 2], [1.0, 0.5])
+    member.similarities(views, max_tokens=256)
+    assert limits == [[256 // 3, CONTEXT_TOKENS, CONTEXT_TOKENS]]
+    member.similarities(Views(["latest"], [0]), max_tokens=256)
+    assert limits[-1] == [256]
+
+
+def test_encoder_threads_share_the_cores_between_two_runs(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert encoder_threads(config.router) == 4  # routing.threads 0: the router's choice
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert encoder_threads(config.router) == 1
+    assert encoder_threads(dataclasses.replace(config.router, threads=3)) == 3
 
 
 @pytest.mark.parametrize("member", [0, 1])

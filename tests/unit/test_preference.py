@@ -159,7 +159,7 @@ def test_routing_section_errors_are_located() -> None:
         "route_on_user_only",
         "p.yaml:20: routing.router: must be one of embedded, arch, none, got 'gpt'",
         "p.yaml:21: routing.device: must be one of cpu, cuda, got 'tpu'",
-        "p.yaml:22: routing.threads: must be 1-256 threads, or 0 to let onnxruntime choose, got -1",
+        "p.yaml:22: routing.threads: must be 1-256 threads, or 0 to let the router choose, got -1",
         "p.yaml:23: routing.timeout: must be a duration such as 300ms or 2s, got 'soon'",
         "p.yaml:24: routing.max_tokens: must be a token count 32-32768, got 5",
         "p.yaml:25: routing.min_confidence: must be a number from 0 to 1, got 2",
