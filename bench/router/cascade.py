@@ -37,7 +37,6 @@ from plano_extproc.router.embedded import (  # noqa: E402
     CASCADE_CONFIDENCE,
     EncoderRouter,
     member_logits,
-    pooled,
     views,
 )
 
@@ -49,11 +48,12 @@ class Decision:
     expected: str
     names: list[str]
     weights: list[float]
-    logps: list[Any]  # one array per encoder: routes then "other"
+    logps: list[Any]  # per encoder: routes then "other"; None for one not run
 
 
 def decisions(router: EncoderRouter, rows: Sequence[dict[str, Any]]) -> list[Decision]:
-    """Every encoder's view of every conversation (none skipped)."""
+    """Every encoder's log-probabilities for every conversation (None where the router
+    would not run it: MiniLM on a turn it cannot read)."""
     found = []
     for row in rows:
         v = views(conversation(row["messages"], router.reading))
@@ -62,21 +62,24 @@ def decisions(router: EncoderRouter, rows: Sequence[dict[str, Any]]) -> list[Dec
         weights = router.skipping(router.weights(v.texts[v.latest[0]]))
         logps = [
             member_logits(m.similarities(v, router.settings.max_tokens), v, m.adapter)
-            for m in router.members
+            if w > 0.0
+            else None
+            for m, w in zip(router.members, weights, strict=True)
         ]
         found.append(Decision(str(row["expected_route"]), [*router.names, OTHER], weights, logps))
     return found
 
 
 def replay(router: EncoderRouter, found: Sequence[Decision], confidence: float) -> tuple[int, int]:
-    """(right, decided by MiniLM alone) at ``confidence``."""
+    """(right, decided by MiniLM alone) at ``confidence``: each decision settled as the
+    router settles it (``EncoderRouter.settled``), from the encoders' log-probabilities."""
     right = alone = 0
     for d in found:
-        if router.decides_alone(d.weights[0], d.logps[0], confidence):
-            alone += 1
-            scores = d.logps[0]
-        else:
-            scores = pooled(d.weights, d.logps, ensemble=True)
+        scores = router.settled(d.weights, d.logps[:1], confidence)
+        alone += scores is not None
+        if scores is None:
+            scores = router.settled(d.weights, d.logps, confidence)
+        assert scores is not None
         right += d.names[int(scores.argmax())] == d.expected
     return right, alone
 

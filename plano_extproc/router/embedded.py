@@ -607,13 +607,33 @@ class EncoderRouter:
         sure = float(np.exp(logp.max())) >= threshold
         return weight >= CASCADE_SHARE * full_share and sure
 
+    def settled(
+        self,
+        weights: Sequence[float],
+        logps: Sequence[Array | None],
+        confidence: float | None = None,
+    ) -> Array | None:
+        """The decision's log-probabilities (routes then "other") once the encoders run so
+        far settle it, else None: the next encoder must run. ``logps`` holds the first
+        encoders' log-probabilities in the members' order (None for one not run, its vote
+        share 0). The first encoder settles it alone when ``decides_alone``; otherwise
+        every encoder's vote is pooled. A pure function of its arguments and the router's
+        settings: the benchmarks replay decisions through it (bench/router/cascade.py)."""
+        ensemble = len(self.members) > 1
+        first = logps[0] if len(logps) == 1 else None
+        if first is not None and ensemble and self.decides_alone(weights[0], first, confidence):
+            return first
+        if len(logps) < len(self.members):
+            return None
+        ran = [(w, lp) for w, lp in zip(weights, logps, strict=True) if lp is not None]
+        return pooled([w for w, _ in ran], [lp for _, lp in ran], ensemble=ensemble)
+
     def choose(self, messages: Sequence[object]) -> RouteChoice:
         started = time.perf_counter()
         v = views(conversation(messages, self.reading))
         if v is None:
             return RouteChoice(OTHER, 1.0, {OTHER: 1.0}, {"reason": "no user turn to read"})
         names = [*self.names, OTHER]
-        logps: list[Array] = []
         explain: dict[str, object] = {"views": [t[:80] for t in v.texts]}
         if v.context:
             # How much each earlier view counts (they follow the latest turn's in "views"),
@@ -624,27 +644,28 @@ class EncoderRouter:
         explain["weights"] = {
             m.spec.name: round(w, 3) for m, w in zip(self.members, weights, strict=True)
         }
-        ran: list[float] = []  # the vote shares of the encoders that ran
+        logps: list[Array | None] = []  # each encoder's so far, in order; None: not run
+        final: Array | None = None
         with CORES.deciding() as helper:
             explain["batches"] = "side by side" if helper else "in turn"
-            for index, (member, weight) in enumerate(zip(self.members, weights, strict=True)):
+            for member, weight in zip(self.members, weights, strict=True):
                 if weight == 0.0:
                     explain["not_run"] = member.spec.name
-                    continue
-                sims = member.similarities(v, self.settings.max_tokens, helper)
-                logp = member_logits(sims, v, member.adapter)
-                explain[member.spec.name] = {
-                    n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)
-                }
-                if index == 0 and len(self.members) > 1 and self.decides_alone(weight, logp):
-                    explain["decided_by"] = member.spec.name
-                    scores = probabilities(names, logp.tolist())
+                    logps.append(None)
+                else:
+                    sims = member.similarities(v, self.settings.max_tokens, helper)
+                    logp = member_logits(sims, v, member.adapter)
+                    logps.append(logp)
+                    explain[member.spec.name] = {
+                        n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)
+                    }
+                final = self.settled(weights, logps)
+                if final is not None:
                     break
-                ran.append(weight)
-                logps.append(logp)
-            else:
-                ensemble = len(self.members) > 1
-                scores = probabilities(names, pooled(ran, logps, ensemble=ensemble).tolist())
+        assert final is not None  # settled() always answers once every encoder has run
+        if len(logps) < len(self.members):
+            explain["decided_by"] = self.members[0].spec.name
+        scores = probabilities(names, final.tolist())
         route = max(scores, key=lambda n: scores[n])
         explain["decide_ms"] = round((time.perf_counter() - started) * 1e3, 2)
         return RouteChoice(route, scores[route], scores, explain)

@@ -291,6 +291,26 @@ def test_decides_alone_needs_both_english_and_confidence(router: EncoderRouter) 
     assert not router.decides_alone(full * 0.5, sure)
 
 
+def test_settled_answers_once_the_encoders_run_so_far_decide(router: EncoderRouter) -> None:
+    sure = np.log(np.array([0.9, 0.05, 0.03, 0.02]))
+    unsure = np.log(np.array([0.35, 0.3, 0.2, 0.15]))
+    other = np.log(np.array([0.1, 0.6, 0.2, 0.1]))
+    shares = [0.5, 0.5]
+    # MiniLM sure of an English turn: its answer stands and e5 is not asked.
+    assert router.settled(shares, [sure]) is sure
+    # Unsure: e5 must run, then the two are pooled with the "other" bias.
+    assert router.settled(shares, [unsure]) is None
+    both = router.settled(shares, [unsure, other])
+    assert both == pytest.approx(pooled(shares, [unsure, other], ensemble=True))
+    # MiniLM not run (a turn it cannot read): e5 alone, still with the ensemble's bias.
+    assert router.settled([0.0, 1.0], [None]) is None
+    alone = router.settled([0.0, 1.0], [None, other])
+    assert alone == pytest.approx(pooled([1.0], [other], ensemble=True))
+    # A router of one encoder pools its one vote, with no bias, sure or not.
+    single = EncoderRouter(router.routes, router.settings, router.members[:1])
+    assert single.settled([1.0], [sure]) == pytest.approx(pooled([1.0], [sure], ensemble=False))
+
+
 def test_pooled_is_the_weighted_sum_with_the_other_bias() -> None:
     a, b = np.log(np.array([0.7, 0.2, 0.1])), np.log(np.array([0.2, 0.5, 0.3]))
     got = pooled([0.25, 0.75], [a, b], ensemble=True)
