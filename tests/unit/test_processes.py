@@ -8,6 +8,7 @@ would have it, and with the CLI's setting (off)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,10 +27,12 @@ pytestmark = pytest.mark.unit
 SPAWNS = 300
 # Loads the CLI module first (as the console script does) when told to; then serves
 # gRPC health, keeps one thread asking it, and spawns short-lived children; prints how many
-# exited with anything but 0.
+# exited with anything but 0. A child that hangs before it execs (the defect this guards
+# against hung one in a fork handler) stops the script within HANG_S seconds, saying so.
+HANG_S = 10
 SCRIPT = textwrap.dedent(
     """
-    import sys, threading
+    import os, sys, threading, time
     if sys.argv[2] == "cli":
         import plano_extproc.cli  # noqa: F401
     from concurrent import futures
@@ -49,7 +52,22 @@ SCRIPT = textwrap.dedent(
             probe(f"127.0.0.1:{port}", timeout=1.0)
 
     threading.Thread(target=ask, daemon=True).start()
-    failed = sum(spawn(["/bin/sh", "-c", "exit 0"]).wait() != 0 for _ in range(int(sys.argv[1])))
+    spawned = [0]
+
+    def watchdog() -> None:
+        seen = -1
+        while True:
+            time.sleep(float(sys.argv[3]))
+            if spawned[0] == seen:
+                print(f"spawn {seen + 1} hung before its child exec'd", file=sys.stderr)
+                os._exit(3)
+            seen = spawned[0]
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    failed = 0
+    for _ in range(int(sys.argv[1])):
+        failed += spawn(["/bin/sh", "-c", "exit 0"]).wait() != 0
+        spawned[0] += 1
     done.set()
     server.stop(None)
     print(failed)
@@ -61,15 +79,22 @@ def failed_spawns(mode: str, fork_support: str | None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
     if fork_support is not None:
         env["GRPC_ENABLE_FORK_SUPPORT"] = fork_support
-    result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(SPAWNS), mode],
-        capture_output=True,
+    script = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(SPAWNS), mode, str(HANG_S)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
         env=env,
+        start_new_session=True,  # its own group: a child hung before exec is stopped too
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return int(result.stdout.strip().splitlines()[-1])
+    try:
+        out, err = script.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGKILL)
+        script.wait()
+    assert script.returncode == 0, err[-2000:]
+    return int(out.strip().splitlines()[-1])
 
 
 def test_no_child_dies_before_exec_under_the_cli() -> None:
