@@ -75,19 +75,13 @@ def child(root: Path, models: Path) -> dict[str, float]:
 
 def commit(root: Path) -> str:
     """The checkout's commit, marked when its tree has changes."""
-    head = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    changed = subprocess.run(
-        ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return f"{head} with changes" if changed else head
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    return f"{head} with changes" if git("status", "--porcelain", "--untracked-files=no") else head
 
 
 def main() -> int:
