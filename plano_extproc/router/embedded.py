@@ -32,7 +32,6 @@ share of the turn's words it knows. On a turn it can hardly read it is not run a
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 import time
@@ -58,7 +57,7 @@ from .conversation import (
     latest_user_index,
     reading_for,
 )
-from .session import load_session, read_json, require_files
+from .session import available_cores, load_session, read_json, require_files
 
 Array = npt.NDArray[Any]
 DATA = Path(__file__).parent / "data"
@@ -347,39 +346,42 @@ def follow_up_boost(latest: str) -> float:
 
 
 def encoder_threads(settings: RouterSettings) -> int:
-    """onnxruntime threads for each encoder run: routing.threads, or this process's cores
-    shared among PARALLEL_RUNS runs."""
+    """onnxruntime threads for each encoder run: routing.threads, or the cores this process
+    may use (its CPU limit included) shared among PARALLEL_RUNS runs."""
     if settings.threads:
         return settings.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // PARALLEL_RUNS)
+    return max(1, available_cores() // PARALLEL_RUNS)
 
 
 class SharedCores:
     """Whether a decision has the cores to itself. Then it runs its second batch of each
     encoder on a helper thread beside the first (``Encoder.embed``); when another decision
     runs too, the cores are taken and its batches run in turn. One per process: a config
-    reload's old and new routers share the cores as well."""
+    reload's old and new routers share the cores as well. With fewer cores than
+    PARALLEL_RUNS (a container limited to one CPU) nothing runs side by side: a second
+    batch would only wait for the first's core."""
 
-    def __init__(self) -> None:
+    def __init__(self, side_by_side: bool) -> None:
+        self.side_by_side = side_by_side
         self._lock = threading.Lock()
         self._deciding = 0
         self._helper = ThreadPoolExecutor(1, thread_name_prefix="plano-router-batch")
 
     @contextmanager
     def deciding(self) -> Iterator[Executor | None]:
-        """For the length of a decision: the helper when the decision is alone, else None."""
+        """For the length of a decision: the helper when the decision is alone (and batches
+        may run side by side), else None."""
         with self._lock:
             self._deciding += 1
             alone = self._deciding == 1
         try:
-            yield self._helper if alone else None
+            yield self._helper if alone and self.side_by_side else None
         finally:
             with self._lock:
                 self._deciding -= 1
 
 
-CORES = SharedCores()
+CORES = SharedCores(side_by_side=available_cores() >= PARALLEL_RUNS)
 
 
 @dataclass(frozen=True)
