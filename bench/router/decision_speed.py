@@ -74,14 +74,16 @@ def child(root: Path, models: Path) -> dict[str, float]:
 
 
 def commit(root: Path) -> str:
-    """The checkout's commit, marked when its tree has changes."""
+    """The checkout's commit, marked when its tree has changes (other than to the results
+    file the benchmarks write)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
         return done.stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD")
-    return f"{head} with changes" if git("status", "--porcelain", "--untracked-files=no") else head
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md")
+    return f"{head} with changes" if changed else head
 
 
 def main() -> int:
