@@ -41,25 +41,21 @@ FIGURES = (
 def measure(root: Path) -> dict[str, float]:
     """The figures for the checkout at ``root`` (run in a child whose imports are its)."""
     sys.path[:0] = [str(root), str(root / "bench")]
-    from router_bench import SETS, bench_config, synthetic_latency
+    from router_bench import SETS, accuracy, bench_config, synthetic_latency
 
     from plano_extproc.router import load_router
 
     router = load_router(bench_config(SETS[0][1]))
     assert router is not None
-    rows = [json.loads(line)["messages"] for line in SETS[0][2].read_text().splitlines() if line]
+    rows = [json.loads(line) for line in SETS[0][2].read_text().splitlines() if line.strip()]
     out = {size: synthetic_latency(router, int(size))[0] for size in ("32", "128", "256")}
-    times = []
-    for messages in rows:
-        started = time.perf_counter()
-        router.choose(messages)
-        times.append((time.perf_counter() - started) * 1e3)
-    out["dev"] = statistics.median(times)
+    out["dev"] = statistics.median(accuracy("dev", router, rows).latencies_ms)
+    conversations = [row["messages"] for row in rows]
     for callers in (1, 2):
         with ThreadPoolExecutor(callers) as pool:
             started = time.perf_counter()
-            list(pool.map(router.choose, rows * 2))
-            out[f"rate{callers}"] = 2 * len(rows) / (time.perf_counter() - started)
+            list(pool.map(router.choose, conversations * 2))
+            out[f"rate{callers}"] = 2 * len(conversations) / (time.perf_counter() - started)
     router.cascade_confidence = 1.01  # type: ignore[attr-defined]
     out["both256"] = synthetic_latency(router, 256)[0]
     return out

@@ -88,8 +88,8 @@ class MemberSpec:
 
 # Weights tuned on bench/router/dev.jsonl; e5 reads at most half the budget because it costs
 # twice MiniLM per token, which keeps a 256-token decision within the 40 ms p99 target. Run
-# costs measured on one thread: MiniLM 0.45 ms a run and 0.07 ms a token of a row, e5 2.3 ms
-# and 0.1 ms (twice the layers, a larger vocabulary).
+# costs measured once, by hand, on one thread: MiniLM 0.45 ms a run and 0.07 ms a token of a
+# row, e5 2.3 ms and 0.1 ms (twice the layers, a larger vocabulary).
 DEFAULT_MEMBERS = (
     MemberSpec("all-MiniLM-L6-v2", 0.5, token_share=1.0, english_only=True, run_tokens=7),
     MemberSpec("multilingual-e5-small", 0.5, token_share=0.5, run_tokens=23),
@@ -102,14 +102,16 @@ _WORD = re.compile(r"[^\W\d_]+")
 # beside coding routes) sit closer to some route than those.
 OTHER_BIAS = -1.3
 # Decisions run at once (RouterService): two keep both cores busy, a run on each (dev set,
-# 2 cores: 108-125 decisions/s one at a time, 145-172 two at a time, in three runs).
+# 2 cores: 117 decisions/s one at a time, 156 two at a time; bench/router/decision_speed.py).
 ROUTER_CONCURRENCY = 2
 # Model runs at once: two decisions' runs, or a lone decision's two batches side by side
 # (SharedCores). Each run gets that share of the cores as its onnxruntime threads, unless
 # routing.threads says otherwise: on 2 cores, one thread each. A run's kernels are too small
-# to spread well over threads (a second thread made a 256-token MiniLM run 23% faster, a
-# second batch beside it made it 35% faster), and two runs on two one-thread sessions never
-# contend for a pool (dev set, two decisions at once: 126 against 110 decisions a second).
+# to spread well over threads (measured once, by hand: a second thread made a 256-token
+# MiniLM run 23% faster, a second batch beside it 35%), and two runs on two one-thread
+# sessions never contend for a pool. Against one session of two threads per encoder reading
+# whole earlier turns, two callers make 156 instead of 107 decisions a second
+# (decision_speed.py against 22467c1).
 PARALLEL_RUNS = 2
 # The cascade (EncoderRouter.decides_alone): MiniLM decides alone when its top choice has at
 # least this probability and the turn is English enough that its vote share is at least
