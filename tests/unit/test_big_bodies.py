@@ -177,7 +177,11 @@ def test_small_requests_are_answered_while_a_big_body_is_read(server: int) -> No
     print(f"big body {took * 1e3:.0f} ms; {len(latencies)} small answers meanwhile, slowest")
     print(f"{slowest * 1e3:.1f} ms, median {median * 1e3:.1f} ms")
     assert took > 0.1 and len(latencies) >= 5  # the window was long enough to mean something
-    assert slowest < 0.05
+    # No answer waited for the big body (about a second): the slowest stays an order of
+    # magnitude under it, the typical one is as quick as on an idle server. (A bound of 50 ms
+    # on the slowest failed once at 51 ms on a busy 2-core machine, median 1.9 ms.)
+    assert slowest < min(0.1, took / 10)
+    assert median < 0.02
 
 
 # --- the same service in this process, with a real helper process ---
