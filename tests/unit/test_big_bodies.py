@@ -177,10 +177,11 @@ def test_small_requests_are_answered_while_a_big_body_is_read(server: int) -> No
     print(f"big body {took * 1e3:.0f} ms; {len(latencies)} small answers meanwhile, slowest")
     print(f"{slowest * 1e3:.1f} ms, median {median * 1e3:.1f} ms")
     assert took > 0.1 and len(latencies) >= 5  # the window was long enough to mean something
-    # No answer waited for the big body (about a second): the slowest stays an order of
-    # magnitude under it, the typical one is as quick as on an idle server. (A bound of 50 ms
-    # on the slowest failed once at 51 ms on a busy 2-core machine, median 1.9 ms.)
-    assert slowest < min(0.1, took / 10)
+    # No answer waited for the big body (0.6 to 1 s here): one that did would take about as
+    # long as it, so the slowest stays under a quarter of it; the typical one is as quick as
+    # on an idle server. (Absolute bounds on the slowest failed on this busy 2-core machine:
+    # 51 ms against 50, and 67 ms against a tenth of a 652 ms body, medians under 2 ms.)
+    assert slowest < took / 4
     assert median < 0.02
 
 
