@@ -60,8 +60,9 @@ def decisions(router: EncoderRouter, rows: Sequence[dict[str, Any]]) -> list[Dec
         if v is None:
             continue
         weights = router.skipping(router.weights(v.texts[v.latest[0]]))
+        lexical = router.route_words.scores(v.texts)
         logps = [
-            member_logits(m.similarities(v, router.settings.max_tokens), v, m.adapter)
+            member_logits(m.similarities(v, router.settings.max_tokens), v, m.adapter, lexical)
             if w > 0.0
             else None
             for m, w in zip(router.members, weights, strict=True)

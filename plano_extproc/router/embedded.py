@@ -22,10 +22,12 @@ another decision, one after the other (``SharedCores``): the same runs either wa
 same answer. Each run gets half the cores' threads (``encoder_threads``).
 
 Each encoder scores every route and "other" from those views (``member_logits``, a pure
-function of the similarity matrix). MiniLM, the sharper and cheaper reader of English, reads
-first and decides alone when it is sure of an English turn (the cascade); otherwise e5 reads
-too and the two encoders' log-probabilities are pooled, MiniLM's share shrinking with the
-share of the turn's words it knows. On a turn it can hardly read it is not run at all
+function of the similarity matrix), each route's score nudged by the words the view shares
+with its description (``lexical``: "explain" in the request and in the description).
+MiniLM, the sharper and cheaper reader of English, reads first and decides alone when it is
+sure of an English turn (the cascade); otherwise e5 reads too and the two encoders'
+log-probabilities are pooled, MiniLM's share shrinking with the share of the turn's words
+it knows. On a turn it can hardly read it is not run at all
 (``SKIP_SHARE``).
 """
 
@@ -57,6 +59,7 @@ from .conversation import (
     latest_user_index,
     reading_for,
 )
+from .lexical import RouteWords
 from .session import available_cores, load_session, read_json, require_files
 
 Array = npt.NDArray[Any]
@@ -485,10 +488,20 @@ class Adapter:
             )
 
 
-def member_logits(sims: Array, v: Views, adapter: Adapter) -> Array:
+# How much a route's description words found in a view count beside its similarity
+# (lexical.RouteWords.scores, in units of word weight: a word only one route of ten uses
+# weighs 2.4). Chosen on the development set and leave-routes-out (bench/RESULTS.md, "The
+# words a request shares with a route's description").
+LEXICAL_WEIGHT = 0.01
+
+
+def member_logits(sims: Array, v: Views, adapter: Adapter, lexical: Array | None = None) -> Array:
     """Log-probabilities over the routes then "other", from ``sims`` [len(v.texts), routes + 1]
-    (the last column is each view's "other" score)."""
+    (the last column is each view's "other" score) and ``lexical`` [len(v.texts), routes]
+    (the words each view shares with each route's description, ``RouteWords.scores``)."""
     routes = sims[:, :-1]
+    if lexical is not None:
+        routes = routes + LEXICAL_WEIGHT * lexical
     score = routes[v.latest[0]]
     if len(v.latest) > 1:
         # The best of the whole turn and its edges: a short instruction around a long paste.
@@ -551,6 +564,7 @@ class EncoderRouter:
         self.settings = settings
         self.members = list(members)
         self.names = [r.name for r in routes]
+        self.route_words = RouteWords.of([route_text(r.name, r.description) for r in routes])
         self.reading = reading_for(settings)
         # Above 1, MiniLM never decides alone (the benchmark's both-encoders figures).
         self.cascade_confidence = CASCADE_CONFIDENCE
@@ -645,6 +659,10 @@ class EncoderRouter:
             # and how much more the context tells the routes apart after a short turn.
             explain["context_weights"] = [round(w, 3) for w in v.context_weights]
             explain["follow_up_boost"] = round(v.boost, 3)
+        lexical = self.route_words.scores(v.texts)
+        shared = self.route_words.shared(v.texts[v.latest[0]])
+        if shared:
+            explain["description_words"] = {self.names[i]: w for i, w in shared.items()}
         weights = self.skipping(self.weights(v.texts[v.latest[0]]))
         explain["weights"] = {
             m.spec.name: round(w, 3) for m, w in zip(self.members, weights, strict=True)
@@ -659,7 +677,7 @@ class EncoderRouter:
                     logps.append(None)
                 else:
                     sims = member.similarities(v, self.settings.max_tokens, helper)
-                    logp = member_logits(sims, v, member.adapter)
+                    logp = member_logits(sims, v, member.adapter, lexical)
                     logps.append(logp)
                     explain[member.spec.name] = {
                         n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)

@@ -196,6 +196,15 @@ def test_explain_shows_each_encoder_asked(router: EncoderRouter) -> None:
         }
 
 
+def test_explain_shows_the_description_words_the_turn_shares(router: EncoderRouter) -> None:
+    choice = router.choose([user("please translate these poems into French")])
+    assert choice.explain["description_words"] == {
+        "creative_writing": ["poem"],
+        "translation": ["translat"],
+    }
+    assert "description_words" not in router.choose([user("bonjour")]).explain
+
+
 def test_model_dir_selects_one_encoder(config: Config) -> None:
     model_dir = default_models_dir() / DEFAULT_MEMBERS[0].name
     single = dataclasses.replace(

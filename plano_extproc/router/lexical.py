@@ -1,0 +1,92 @@
+"""The words a turn shares with each route's description: a second, lexical reading.
+
+The encoders read a request and a route description apart and compare the two vectors, so
+"explain how this Go code works" lands near whichever code route its vector sits closest
+to, whatever the verb. When the description names the action ("explaining ... existing
+code") and the request uses it, that shared word is evidence no adapter has to learn, and
+it holds for routes nobody trained on. ``RouteWords.scores`` gives, for each text and
+route, the summed weight of the route's description words that the text contains, each
+word weighted by how few of the config's routes use it (a word every route shares tells
+none apart), less the mean over the routes (so it moves routes against each other, never
+all of them against "other").
+
+Words are compared by their English Snowball stems ("writing" and "write" alike), from
+the ``snowballstemmer`` package rather than hand-written suffix rules. Pure functions: no
+I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import snowballstemmer
+
+Array = npt.NDArray[Any]
+
+# Words that say nothing about which task a request is: function words, and the words any
+# description or request uses to talk about asking ("help the user with requests to ...").
+# Chosen by hand (words under three letters are never read); without them the development
+# set lost 5 of its 279 conversations.
+_FILLER_WORDS = """the and for with from this that these those its into your you user users their
+them they our can how what which who when where why other such like any some more most than
+then not does did done about over under between including include includes etc via per out
+own one two each all new existing way ways ask asks asking request requests help want wants
+need needs make makes making get give gives text texts"""
+FILLER = frozenset(_FILLER_WORDS.split())
+# Only so much of a turn is read for its words: a pasted document's own vocabulary says
+# what it is about, not what to do with it, and reading it whole would cost as much as it.
+READ_CHARS = 2000
+_WORD = re.compile(r"[a-z]+")
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    result: str = _STEMMER.stemWord(word)
+    return result
+
+
+def stems(text: str) -> frozenset[str]:
+    """The stems of ``text``'s words of three letters or more, filler left out."""
+    words = _WORD.findall(text[:READ_CHARS].lower())
+    return frozenset(_stem(w) for w in words if len(w) > 2 and w not in FILLER)
+
+
+@dataclass(frozen=True)
+class RouteWords:
+    """Each route's description stems with their weights: log((routes + 1) / routes using
+    the stem)."""
+
+    weights: tuple[dict[str, float], ...]
+
+    @classmethod
+    def of(cls, descriptions: Sequence[str]) -> RouteWords:
+        sets = [stems(d) for d in descriptions]
+        used_by = Counter(s for words in sets for s in words)
+        n = len(sets)
+        return cls(tuple({s: math.log((n + 1) / used_by[s]) for s in words} for words in sets))
+
+    def scores(self, texts: Sequence[str]) -> Array:
+        """[len(texts), routes]: the weight of each route's stems in each text, less the
+        mean over the routes."""
+        result = np.zeros((len(texts), len(self.weights)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            found = stems(text)
+            for col, weights in enumerate(self.weights):
+                result[row, col] = sum(w for s, w in weights.items() if s in found)
+        centred: Array = result - result.mean(axis=1, keepdims=True)
+        return centred
+
+    def shared(self, text: str) -> dict[int, list[str]]:
+        """For ``route --explain``: the stems each route shares with ``text`` (by index)."""
+        found = stems(text)
+        matches = {col: sorted(s for s in w if s in found) for col, w in enumerate(self.weights)}
+        return {col: words for col, words in matches.items() if words}

@@ -1,0 +1,77 @@
+"""The router's lexical reading: the words a turn shares with each route's description."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from plano_extproc.router.base import OTHER
+from plano_extproc.router.embedded import LEXICAL_WEIGHT, Adapter, Views, member_logits
+from plano_extproc.router.lexical import READ_CHARS, RouteWords, stems
+
+pytestmark = pytest.mark.unit
+
+DESCRIPTIONS = [
+    "write code: writing new functions and scripts from a description",
+    "explain code: explaining how existing code works, line by line",
+    "fix bug: fixing errors and crashes in code",
+]
+
+
+def test_stems_read_word_forms_alike_and_leave_filler_out() -> None:
+    assert stems("Writing") == stems("write") == {"write"}
+    assert stems("explains the explanation") >= {"explain"}
+    assert stems("can you help me with this for the user") == frozenset()
+    assert stems("an ox is at it") == frozenset()  # under three letters
+
+
+def test_stems_read_only_the_start_of_a_long_turn() -> None:
+    assert stems("x" * READ_CHARS + " translate") == {"x" * READ_CHARS}
+    assert "translat" in stems("translate " + "x" * READ_CHARS)
+
+
+def test_a_word_weighs_more_the_fewer_routes_use_it() -> None:
+    words = RouteWords.of(DESCRIPTIONS)
+    n = len(DESCRIPTIONS)
+    assert words.weights[0]["write"] == pytest.approx(math.log((n + 1) / 1))
+    assert words.weights[0]["code"] == pytest.approx(math.log((n + 1) / n))
+
+
+def test_scores_favour_the_route_whose_own_words_the_turn_uses() -> None:
+    words = RouteWords.of(DESCRIPTIONS)
+    scores = words.scores(["please explain what this code does", "thanks, bye", "fix this"])
+    assert scores.shape == (3, 3)
+    assert np.allclose(scores.sum(axis=1), 0.0, atol=1e-6)  # centred: "other" is not moved
+    assert int(np.argmax(scores[0])) == 1
+    assert np.allclose(scores[1], 0.0)  # no word shared: no route moves
+    assert int(np.argmax(scores[2])) == 2
+    assert words.shared("please explain what this code does") == {
+        0: ["code"],
+        1: ["code", "explain"],
+        2: ["code"],
+    }
+
+
+PLAIN = Adapter(np.eye(2, dtype=np.float32), 0.0, np.zeros(2, np.float32), 0.5, 20.0)
+
+
+def test_the_words_tip_a_near_tie_but_not_a_clear_gap() -> None:
+    v = Views(["q"], [0])
+    lead = 1.0 / LEXICAL_WEIGHT * 0.02  # a word lead worth 0.02 of similarity
+    lexical = np.array([[-lead / 2, lead / 2]], dtype=np.float32)
+    near_tie = np.array([[0.51, 0.50, 0.0]])
+    assert int(np.argmax(member_logits(near_tie, v, PLAIN))) == 0
+    assert int(np.argmax(member_logits(near_tie, v, PLAIN, lexical))) == 1
+    clear = np.array([[0.70, 0.50, 0.0]])
+    assert int(np.argmax(member_logits(clear, v, PLAIN, lexical))) == 0
+
+
+def test_centred_words_leave_other_where_the_similarities_put_it() -> None:
+    v = Views(["q"], [0])
+    sims = np.array([[0.2, 0.2, 0.5]])
+    lexical = np.array([[-1.0, 1.0]], dtype=np.float32)
+    logp = member_logits(sims, v, PLAIN, lexical)
+    assert [*["a", "b"], OTHER][int(np.argmax(logp))] == OTHER
+    assert logp[-1] == pytest.approx(member_logits(sims, v, PLAIN)[-1], abs=1e-3)
