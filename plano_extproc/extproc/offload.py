@@ -33,6 +33,12 @@ log = logging.getLogger("plano_extproc.offload")
 BIG_BODY_BYTES = 256 * 1024
 
 
+def helper_count(cores: int) -> int:
+    """How many helpers read big bodies: one, or two where a core is left for the server and
+    its router besides them."""
+    return max(1, min(2, cores - 1))
+
+
 class ReaderFailed(Exception):
     """The helper process died (it is replaced for the next body)."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import signal
 import sys
 import time
@@ -26,6 +25,7 @@ from google.protobuf.message import DecodeError
 from .._proto import ext_proc_pb2 as pb
 from ..apis import API_METADATA, CLIENT_APIS, OPENAI_CHAT, ClientApi, client_api
 from ..config import Config
+from ..cores import available_cores
 from ..decide import Pending
 from ..errors import ErrorReply
 from ..ops import endpoint, metrics
@@ -49,7 +49,7 @@ from .fallback import FallbackAttempt
 from .h2grpc import UNAVAILABLE, CallError, FinalAnswer, H2GrpcServer, Limits, OpenStream
 from .health import Health, add_to_grpcio, h2_methods
 from .live import LiveConfig
-from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed
+from .offload import BIG_BODY_BYTES, BodyReader, ReaderFailed, helper_count
 from .processor import Answer, Processor, decision_fields, error_response, request_body_span
 from .response_translation import TranslatedResponse
 
@@ -535,10 +535,11 @@ async def serve(config: Config, options: ServeOptions, ready: asyncio.Event | No
         # Loaded off the event loop: health checks are answered meanwhile. A model that
         # cannot load stops the server (RouterLoadError).
         service = await loop.run_in_executor(None, load_service, config)
-        # One helper for big bodies; two where there are cores to spare for them. None when
-        # the body limit leaves no body big enough to need one.
+        # One helper for big bodies; two where there are cores to spare for them (the cores
+        # this process may use: a pod's CPU limit counts). None when the body limit leaves no
+        # body big enough to need one.
         if config.listener.max_body_bytes > BIG_BODY_BYTES:
-            workers = max(1, min(2, (os.cpu_count() or 2) - 1))
+            workers = helper_count(available_cores())
             reader = BodyReader(reading_for(config.router), workers)
             reader.start()
         live = LiveConfig(

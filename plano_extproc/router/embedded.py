@@ -49,6 +49,7 @@ import numpy.typing as npt
 from tokenizers import Tokenizer
 
 from ..config import Route, RouterSettings
+from ..cores import available_cores
 from .base import OTHER, RouteChoice, RouterLoadError, probabilities
 from .conversation import (
     CHARS_PER_TOKEN,
@@ -60,7 +61,7 @@ from .conversation import (
     reading_for,
 )
 from .lexical import RouteWords
-from .session import available_cores, load_session, read_json, require_files
+from .session import load_session, read_json, require_files
 
 Array = npt.NDArray[Any]
 DATA = Path(__file__).parent / "data"

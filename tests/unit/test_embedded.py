@@ -13,6 +13,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from plano_extproc.config import Config, parse_config
+from plano_extproc.cores import available_cores
 from plano_extproc.router import RouterLoadError, default_models_dir, load_router
 from plano_extproc.router.base import OTHER
 from plano_extproc.router.embedded import (
@@ -35,7 +36,6 @@ from plano_extproc.router.embedded import (
     pooled,
     words_in,
 )
-from plano_extproc.router.session import available_cores, cpu_limit
 from tests.unit.test_conversation import Counted
 
 pytestmark = pytest.mark.unit
@@ -421,38 +421,18 @@ def test_earlier_turns_are_read_up_to_context_tokens(
 def test_encoder_threads_share_the_cores_between_two_runs(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("plano_extproc.router.session.cpu_limit", lambda: None)
+    monkeypatch.setattr("plano_extproc.cores.cpu_limit", lambda: None)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
     assert encoder_threads(config.router) == 4  # routing.threads 0: the router's choice
     # A container on that node limited to 2.5 CPUs: two whole cores, a thread per run.
-    monkeypatch.setattr("plano_extproc.router.session.cpu_limit", lambda: 2.5)
+    monkeypatch.setattr("plano_extproc.cores.cpu_limit", lambda: 2.5)
     assert available_cores() == 2 and encoder_threads(config.router) == 1
-    monkeypatch.setattr("plano_extproc.router.session.cpu_limit", lambda: 0.5)
+    monkeypatch.setattr("plano_extproc.cores.cpu_limit", lambda: 0.5)
     assert available_cores() == 1 and encoder_threads(config.router) == 1
-    monkeypatch.setattr("plano_extproc.router.session.cpu_limit", lambda: None)
+    monkeypatch.setattr("plano_extproc.cores.cpu_limit", lambda: None)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     assert encoder_threads(config.router) == 1
     assert encoder_threads(dataclasses.replace(config.router, threads=3)) == 3
-
-
-@pytest.mark.parametrize(
-    ("files", "limit"),
-    [
-        ({"cpu.max": "max 100000\n"}, None),
-        ({"cpu.max": "150000 100000\n"}, 1.5),
-        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),
-        ({"cpu.max": "garbage"}, None),
-        ({}, None),
-    ],
-)
-def test_cpu_limit_reads_cgroup_v2_and_v1(
-    tmp_path: Path, files: dict[str, str], limit: float | None
-) -> None:
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert cpu_limit(tmp_path) == limit
 
 
 def test_one_core_runs_nothing_side_by_side() -> None:
