@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import overrides  # noqa: E402
 from results import heading, publish, table_head  # noqa: E402
 from router_bench import SETS, bench_config  # noqa: E402
 
-from plano_extproc.router import embedded, load_router  # noqa: E402
+from plano_extproc.router import load_router  # noqa: E402
 from plano_extproc.router.base import OTHER  # noqa: E402
 from plano_extproc.router.conversation import conversation  # noqa: E402
 from plano_extproc.router.embedded import (  # noqa: E402
@@ -88,12 +89,9 @@ def replay(router: EncoderRouter, found: Sequence[Decision], confidence: float) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the table to this file")
-    parser.add_argument(
-        "--skip-share", type=float, help="instead of embedded.SKIP_SHARE (0: MiniLM always runs)"
-    )
+    overrides.add(parser, "skip_share", "lexical_weight")
     args = parser.parse_args()
-    if args.skip_share is not None:
-        embedded.SKIP_SHARE = args.skip_share
+    overrides.apply(args)
     columns: dict[str, list[tuple[int, int, int]]] = {}
     for name, config_path, data in SETS:
         router = load_router(bench_config(config_path))

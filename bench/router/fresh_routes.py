@@ -15,7 +15,7 @@ conversations leave_routes_out.py asks (`single`, `follow_up`, `topic_shift`, `o
 under two adapters: `identity` (none: plain cosine similarity) and `shipped`.
 
     python bench/router/fresh_routes.py [--write bench/RESULTS.md] [--misses]
-        [--follow-up-boost B]
+        [--follow-up-boost B] [--lexical-weight W]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "bench/router"))
 
+import overrides  # noqa: E402
 from leave_routes_out import (  # noqa: E402
     CONFIG_ROUTES,
     Tally,
@@ -48,7 +49,6 @@ from results import heading, publish, table_head  # noqa: E402
 
 from plano_extproc.config import Route  # noqa: E402
 from plano_extproc.modelbuild.train_adapter import Corpus  # noqa: E402
-from plano_extproc.router import embedded  # noqa: E402
 
 FRESH = ROOT / "bench/router/fresh"
 KINDS = ("single", "follow_up", "topic_shift", "other")
@@ -86,10 +86,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     parser.add_argument("--misses", action="store_true", help="list the shipped router's misses")
-    parser.add_argument("--follow-up-boost", type=float, help="instead of embedded's (0: none)")
+    overrides.add(parser, "follow_up_boost", "lexical_weight")
     args = parser.parse_args()
-    if args.follow_up_boost is not None:
-        embedded.FOLLOW_UP_BOOST = args.follow_up_boost
+    overrides.apply(args)
     started = time.perf_counter()
 
     provider = stand_in_provider()

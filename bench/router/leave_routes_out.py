@@ -43,12 +43,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import overrides  # noqa: E402
 from results import heading, table_head, write_section  # noqa: E402
 
 from plano_extproc.config import DEFAULT_ROUTER, Provider, Route, load_config  # noqa: E402
 from plano_extproc.explain import with_stand_in_keys  # noqa: E402
 from plano_extproc.modelbuild import train_adapter as ta  # noqa: E402
-from plano_extproc.router import default_models_dir, embedded  # noqa: E402
+from plano_extproc.router import default_models_dir  # noqa: E402
 from plano_extproc.router.base import OTHER  # noqa: E402
 from plano_extproc.router.embedded import (  # noqa: E402
     DEFAULT_MEMBERS,
@@ -248,9 +249,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--hard", type=float, default=0.3)
-    parser.add_argument("--other-bias", type=float, help="instead of embedded.OTHER_BIAS")
-    parser.add_argument("--assistant-weight", type=float, help="instead of embedded's")
-    parser.add_argument("--follow-up-boost", type=float, help="instead of embedded's (0: none)")
+    overrides.add(parser, "other_bias", "assistant_weight", "follow_up_boost", "lexical_weight")
     parser.add_argument(
         "--cascade-confidence", type=float, help="instead of embedded's (above 1: no cascade)"
     )
@@ -276,12 +275,7 @@ def main() -> int:
     tallies = {v: Tally(Counter(), Counter(), []) for v in variants}
     scores: list[tuple[dict[str, float], str]] = []
     hyper = dict(l2=args.l2, epochs=args.epochs, lr=args.lr, episode=10, hard=args.hard)
-    if args.other_bias is not None:
-        embedded.OTHER_BIAS = args.other_bias
-    if args.assistant_weight is not None:
-        embedded.ASSISTANT_WEIGHT = args.assistant_weight
-    if args.follow_up_boost is not None:
-        embedded.FOLLOW_UP_BOOST = args.follow_up_boost
+    overrides.apply(args)
     suffixes = [p.stem.removeprefix("train_") for p in sorted(args.data.glob("train_*.jsonl"))]
     folds = [f for f in range(len(suffixes)) if not args.folds or suffixes[f] in args.folds]
     for fold in folds:
