@@ -64,10 +64,13 @@ test-unit: install models
 test-integration: install models claude-code
 	$(BIN)/python -m pytest -q -m integration tests
 
+# mypy checks the benchmarks too; the test helpers they import are read for their types but
+# not checked (tests/ is not held to mypy).
 lint: install
 	$(BIN)/ruff check plano_extproc tests bench
 	$(BIN)/ruff format --check plano_extproc tests bench
 	$(BIN)/mypy plano_extproc
+	$(BIN)/mypy --follow-imports=silent bench
 
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=plano_extproc/_proto \

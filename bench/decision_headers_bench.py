@@ -216,6 +216,8 @@ def end_to_end(rounds: int, seconds: float, workdir: Path) -> list[str]:
 class _Alive:
     """wait_for's child for a check that has no process of its own."""
 
+    returncode: int | None = None
+
     def poll(self) -> None:
         return None
 

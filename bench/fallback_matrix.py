@@ -34,7 +34,7 @@ import httpx  # noqa: E402
 from tests.fake_providers import Failure  # noqa: E402
 from tests.fakes import free_port  # noqa: E402
 from tests.integration import test_fallback as chains  # noqa: E402
-from tests.integration.conftest import start_gateway  # noqa: E402
+from tests.integration.conftest import Gateway, start_gateway  # noqa: E402
 
 OPENAI, ANTHROPIC = chains.OPENAI, chains.ANTHROPIC
 PROMPT = "one two three four five six seven eight"
@@ -71,7 +71,7 @@ class Cell:
     body: str
 
 
-def post(http: httpx.Client, gw: chains.Gateway, api: str, model: str, stream: bool) -> Cell:
+def post(http: httpx.Client, gw: Gateway, api: str, model: str, stream: bool) -> Cell:
     """One raw request in ``api``'s shape: the time to its headers and what its body was."""
     messages = [{"role": "user", "content": PROMPT}]
     if api == OPENAI:
@@ -146,7 +146,7 @@ def who_received(fakes: Mapping[str, chains.Fake]) -> list[str]:
 
 def run(
     http: httpx.Client,
-    gw: chains.Gateway,
+    gw: Gateway,
     fakes: Mapping[str, chains.Fake],
     api: str,
     model: str,
@@ -166,7 +166,7 @@ def run(
 Row = tuple[str, str, str, Cell]
 
 
-def matrix(http: httpx.Client, gw: chains.Gateway, fakes: Mapping[str, chains.Fake]) -> list[Row]:
+def matrix(http: httpx.Client, gw: Gateway, fakes: Mapping[str, chains.Fake]) -> list[Row]:
     rows = []
     for kind, (plain_failure, stream_failure) in KINDS.items():
         for stream in (False, True):
@@ -192,9 +192,7 @@ LAST: dict[str, Failure] = {
 }
 
 
-def all_failing(
-    http: httpx.Client, gw: chains.Gateway, fakes: Mapping[str, chains.Fake]
-) -> list[Row]:
+def all_failing(http: httpx.Client, gw: Gateway, fakes: Mapping[str, chains.Fake]) -> list[Row]:
     rows = []
     for kind, last in LAST.items():
         for stream in (False, True):
@@ -210,7 +208,7 @@ def all_failing(
     return rows
 
 
-def ejection(http: httpx.Client, gw: chains.Gateway, fakes: Mapping[str, chains.Fake]) -> list[Row]:
+def ejection(http: httpx.Client, gw: Gateway, fakes: Mapping[str, chains.Fake]) -> list[Row]:
     """gpt-eject (oa1) -> gpt-f (oa2): the primary answers 503 to every request it gets."""
     rows = []
     for i in range(1, 6):

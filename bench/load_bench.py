@@ -219,17 +219,18 @@ def stack(workdir: Path, gateways: tuple[str, ...], routing: str = "") -> Iterat
             url = _url(port, PATHS[OPENAI])
             ready = functools.partial(procs.http_ok, url, chat_body("openai/gpt-5.2", 1000))
             up = start(f"gateway-{key.replace(' ', '-')}", argv, ready)
-            envoy, servers = gateway_pids(up)
-            running[key] = Gateway(_url(port), servers, envoy[0])
+            envoy_pids, servers = gateway_pids(up)
+            running[key] = Gateway(_url(port), servers, envoy_pids[0])
         yield Stack(_url(floor), _url(floor_stream), floor_envoy, running)
 
 
 T = TypeVar("T")
 
 
-def body_files(workdir: Path, models: dict[str, str]) -> dict[str, Path]:
-    """Per target, a file holding a 1000-byte chat body naming its model, for wrk to send."""
-    bodies = {}
+def body_files(workdir: Path, models: dict[str, str | None]) -> dict[str, Path]:
+    """Per target, a file holding a 1000-byte chat body naming its model (None: no model, the
+    router decides), for wrk to send."""
+    bodies: dict[str, Path] = {}
     for target, model in models.items():
         bodies[target] = workdir / f"body-{len(bodies)}.json"
         bodies[target].write_bytes(chat_body(model, 1000))

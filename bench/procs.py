@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,9 +38,15 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
                 child.wait()
 
 
-def wait_for(
-    check: Callable[[], bool], what: str, child: subprocess.Popen[bytes], log: Path
-) -> None:
+class Child(Protocol):
+    """What wait_for watches: a process, or a stand-in for a check that has none."""
+
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+
+def wait_for(check: Callable[[], bool], what: str, child: Child, log: Path) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if child.poll() is not None:

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,7 +68,7 @@ CASES = (
 )
 
 
-def bench_config(path: Path, **routing: object) -> Config:
+def bench_config(path: Path, **routing: Any) -> Config:
     """A benchmark config with every key variable stood in for (no provider is called)."""
     config = with_stand_in_keys(load_config(path))
     return replace(config, router=replace(config.router, **routing)) if routing else config

@@ -66,7 +66,7 @@ def _anthropic_stream() -> tuple[bytes, bytes]:
     message's start, its text block's start, a ping, the first text delta), then the rest
     (one more delta, the block's stop, message_delta with the stop reason and the final
     usage, message_stop)."""
-    start = {
+    start: dict[str, object] = {
         "id": "msg_bench",
         "type": "message",
         "role": "assistant",

@@ -32,7 +32,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -273,7 +273,7 @@ def main() -> int:
 
     variants = tuple(args.variants.split(","))
     tallies = {v: Tally(Counter(), Counter(), []) for v in variants}
-    scores: list[tuple[dict[str, float], str]] = []
+    scores: list[tuple[Mapping[str, float], str]] = []
     hyper = dict(l2=args.l2, epochs=args.epochs, lr=args.lr, episode=10, hard=args.hard)
     overrides.apply(args)
     suffixes = [p.stem.removeprefix("train_") for p in sorted(args.data.glob("train_*.jsonl"))]
@@ -298,7 +298,7 @@ def main() -> int:
         for spec in DEFAULT_MEMBERS:
             scale = SCALES[spec.name]
             sub_c, sub_v = subset(corpus, vectors[spec.name], kept_others, kept_closings)
-            fit = ta.train(sub_c, sub_v, seen, scale=scale, seed=fold, **hyper)  # type: ignore[arg-type]
+            fit = ta.train(sub_c, sub_v, seen, scale=scale, seed=fold, **hyper)
             adapters["held_out"][spec.name] = fit_adapter(fit, scale)
         configs = configs_of(held, fold)
         for k, config in enumerate(configs):
@@ -316,8 +316,8 @@ def main() -> int:
                     choice = router.choose(case.messages)
                     if variant == "held_out":
                         scores.append((choice.scores, case.expected))
-                    keys = ("ALL", f"kind:{case.kind}", f"fold:{suffixes[fold]}")
-                    tallies[variant].record(keys, case, choice.route)
+                    counted = ("ALL", f"kind:{case.kind}", f"fold:{suffixes[fold]}")
+                    tallies[variant].record(counted, case, choice.route)
         print(f"fold {suffixes[fold]} done at {time.perf_counter() - started:.0f} s", flush=True)
 
     keys = ["ALL", *(f"kind:{k}" for k in ("single", "follow_up", "topic_shift", "other"))]
