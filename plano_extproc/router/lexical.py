@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,12 +46,18 @@ FILLER = frozenset(_FILLER_WORDS.split())
 # what it is about, not what to do with it, and reading it whole would cost as much as it.
 READ_CHARS = 2000
 _WORD = re.compile(r"[a-z]+")
-_STEMMER = snowballstemmer.stemmer("english")
+# A Snowball stemmer keeps the word it is working on in its own fields, so two threads
+# sharing one get each other's stems, or an IndexError (the router decides in several
+# threads at once): a stemmer per thread.
+_STEMMERS = threading.local()
 
 
 @lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
-    result: str = _STEMMER.stemWord(word)
+    stemmer = getattr(_STEMMERS, "english", None)
+    if stemmer is None:
+        stemmer = _STEMMERS.english = snowballstemmer.stemmer("english")
+    result: str = stemmer.stemWord(word)
     return result
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
+import sys
+import threading
 
 import numpy as np
 import pytest
+import snowballstemmer
 
+from plano_extproc.router import lexical
 from plano_extproc.router.base import OTHER
 from plano_extproc.router.embedded import LEXICAL_WEIGHT, Adapter, Views, member_logits
 from plano_extproc.router.lexical import READ_CHARS, RouteWords, stems
@@ -75,3 +80,38 @@ def test_centred_words_leave_other_where_the_similarities_put_it() -> None:
     logp = member_logits(sims, v, PLAIN, lexical)
     assert [*["a", "b"], OTHER][int(np.argmax(logp))] == OTHER
     assert logp[-1] == pytest.approx(member_logits(sims, v, PLAIN)[-1], abs=1e-3)
+
+
+def test_threads_stemming_at_once_get_the_stems_one_thread_gets() -> None:
+    # The router decides in several threads; a stemmer shared between them swapped words
+    # mid-stem (wrong stems, IndexErrors). Thread switches are forced often, and the cache is
+    # emptied before every word so that each is stemmed anew.
+    words = [w + end for w in ("explain", "translat", "organiz", "generat", "connect")
+             for end in ("ing", "ed", "ations", "izing", "ers", "fully")]  # fmt: skip
+    alone = snowballstemmer.stemmer("english")
+    expected = {w: alone.stemWord(w) for w in words}
+    wrong: list[object] = []
+
+    def stem_many(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for _ in range(300):
+                lexical._stem.cache_clear()
+                word = rnd.choice(words)
+                if lexical._stem(word) != expected[word]:
+                    wrong.append(word)
+        except Exception as e:
+            wrong.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=stem_many, args=(seed,)) for seed in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+        lexical._stem.cache_clear()
+    assert wrong == []
