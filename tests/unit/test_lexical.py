@@ -52,6 +52,7 @@ def test_scores_favour_the_route_whose_own_words_the_turn_uses() -> None:
     assert int(np.argmax(scores[0])) == 1
     assert np.allclose(scores[1], 0.0)  # no word shared: no route moves
     assert int(np.argmax(scores[2])) == 2
+    assert RouteWords.of([]).scores(["anything"]).shape == (1, 0)
     assert words.shared("please explain what this code does") == {
         0: ["code"],
         1: ["code", "explain"],
