@@ -10,6 +10,8 @@ import threading
 import numpy as np
 import pytest
 import snowballstemmer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plano_extproc.router import lexical
 from plano_extproc.router.base import OTHER
@@ -116,3 +118,21 @@ def test_threads_stemming_at_once_get_the_stems_one_thread_gets() -> None:
         sys.setswitchinterval(interval)
         lexical._stem.cache_clear()
     assert wrong == []
+
+
+@settings(max_examples=300, derandomize=True, deadline=None, database=None)
+@given(
+    descriptions=st.lists(st.text(max_size=200), max_size=6),
+    texts=st.lists(st.text(max_size=3000), min_size=1, max_size=4),
+)
+def test_any_text_and_descriptions_give_finite_centred_scores(
+    descriptions: list[str], texts: list[str]
+) -> None:
+    words = RouteWords.of(descriptions)
+    scores = words.scores(texts)
+    assert scores.shape == (len(texts), len(descriptions))
+    assert np.isfinite(scores).all()
+    if descriptions:
+        assert np.allclose(scores.sum(axis=1), 0.0, atol=1e-3)
+    for route, shared in words.shared(texts[0]).items():
+        assert 0 <= route < len(descriptions) and shared == sorted(set(shared))
