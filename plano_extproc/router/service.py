@@ -91,7 +91,11 @@ class RouterService:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self._run, messages, deadline)
         try:
-            choice = await asyncio.wait_for(future, self.timeout_s)
+            choice, finished = await asyncio.wait_for(future, self.timeout_s)
+            # wait_for hands back a result that is ready when it wakes, even when the event
+            # loop was too busy to wake it by the deadline: the deadline is the decision's.
+            if finished > deadline:
+                choice = None
         except TimeoutError:
             choice = None
         except Exception:
@@ -130,10 +134,12 @@ class RouterService:
     def cache_size(self) -> int:
         return len(self._cache)
 
-    def _run(self, messages: Sequence[object], deadline: float) -> RouteChoice | None:
+    def _run(self, messages: Sequence[object], deadline: float) -> tuple[RouteChoice | None, float]:
+        """The decision and when it was done (time.monotonic())."""
         if time.monotonic() >= deadline:
-            return None  # waited out its deadline in the queue; nobody reads the answer
-        return self.router.choose(messages)
+            return None, deadline  # waited out its deadline in the queue; nobody reads it
+        choice = self.router.choose(messages)
+        return choice, time.monotonic()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -315,6 +315,23 @@ def test_a_router_that_allows_it_decides_several_at_once(concurrency: object, th
     assert 0.2 * 4 / threads - 0.05 <= elapsed < 0.2 * 4 / threads + 0.3
 
 
+def test_a_decision_done_after_its_deadline_is_dropped_when_the_loop_wakes_late() -> None:
+    # The event loop blocked past both the deadline and the decision's end (a busy machine):
+    # asyncio.wait_for would hand back the ready answer, but it missed its deadline.
+    router = SlowRouter(0.05)
+    service = RouterService(router, timeout_s=0.01)
+
+    async def blocked() -> RouteChoice | None:
+        pending = asyncio.ensure_future(service.choose([]))
+        await asyncio.sleep(0)  # the decision starts in its thread
+        time.sleep(0.2)  # the loop is blocked until the decision is long done
+        return await pending
+
+    assert asyncio.run(blocked()) is None
+    service.close()
+    assert router.calls == 1
+
+
 def test_decisions_that_expired_in_the_queue_are_skipped() -> None:
     router = SlowRouter(0.2)
     service = RouterService(router, timeout_s=0.1)
