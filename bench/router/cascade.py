@@ -37,7 +37,6 @@ from plano_extproc.router.conversation import conversation  # noqa: E402
 from plano_extproc.router.embedded import (  # noqa: E402
     CASCADE_CONFIDENCE,
     EncoderRouter,
-    member_logits,
     views,
 )
 
@@ -61,11 +60,9 @@ def decisions(router: EncoderRouter, rows: Sequence[dict[str, Any]]) -> list[Dec
         if v is None:
             continue
         weights = router.skipping(router.weights(v.texts[v.latest[0]]))
-        lexical = router.route_words.scores(v.texts)
+        lexical, _ = router.description_words(v)
         logps = [
-            member_logits(m.similarities(v, router.settings.max_tokens), v, m.adapter, lexical)
-            if w > 0.0
-            else None
+            m.logits(v, router.settings.max_tokens, lexical) if w > 0.0 else None
             for m, w in zip(router.members, weights, strict=True)
         ]
         found.append(Decision(str(row["expected_route"]), [*router.names, OTHER], weights, logps))

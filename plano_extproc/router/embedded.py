@@ -60,7 +60,7 @@ from .conversation import (
     latest_user_index,
     reading_for,
 )
-from .lexical import RouteWords
+from .lexical import RouteWords, stems
 from .session import load_session, read_json, require_files
 
 Array = npt.NDArray[Any]
@@ -537,6 +537,12 @@ class Member:
         self.bias = np.zeros(len(routes) + 1, dtype=np.float32)
         self.bias[-1] = adapter.threshold
 
+    def logits(
+        self, v: Views, max_tokens: int, lexical: Array, helper: Executor | None = None
+    ) -> Array:
+        """This encoder's log-probabilities for the decision (``member_logits``)."""
+        return member_logits(self.similarities(v, max_tokens, helper), v, self.adapter, lexical)
+
     def similarities(self, v: Views, max_tokens: int, helper: Executor | None = None) -> Array:
         budget = max(int(max_tokens * self.spec.token_share) // len(v.texts), 32)
         context = min(budget, CONTEXT_TOKENS)
@@ -648,6 +654,14 @@ class EncoderRouter:
         ran = [(w, lp) for w, lp in zip(weights, logps, strict=True) if lp is not None]
         return pooled([w for w, _ in ran], [lp for _, lp in ran], ensemble=ensemble)
 
+    def description_words(self, v: Views) -> tuple[Array, dict[str, list[str]]]:
+        """The words each view shares with each route's description (``RouteWords.scores``,
+        for ``member_logits``), and, for ``--explain``, those of the latest turn by route;
+        each view is read for its words once."""
+        found = [stems(text) for text in v.texts]
+        shared = self.route_words.shared(found[v.latest[0]])
+        return self.route_words.scores(found), {self.names[i]: w for i, w in shared.items()}
+
     def choose(self, messages: Sequence[object]) -> RouteChoice:
         started = time.perf_counter()
         v = views(conversation(messages, self.reading))
@@ -660,10 +674,9 @@ class EncoderRouter:
             # and how much more the context tells the routes apart after a short turn.
             explain["context_weights"] = [round(w, 3) for w in v.context_weights]
             explain["follow_up_boost"] = round(v.boost, 3)
-        lexical = self.route_words.scores(v.texts)
-        shared = self.route_words.shared(v.texts[v.latest[0]])
+        lexical, shared = self.description_words(v)
         if shared:
-            explain["description_words"] = {self.names[i]: w for i, w in shared.items()}
+            explain["description_words"] = shared
         weights = self.skipping(self.weights(v.texts[v.latest[0]]))
         explain["weights"] = {
             m.spec.name: round(w, 3) for m, w in zip(self.members, weights, strict=True)
@@ -677,8 +690,7 @@ class EncoderRouter:
                     explain["not_run"] = member.spec.name
                     logps.append(None)
                 else:
-                    sims = member.similarities(v, self.settings.max_tokens, helper)
-                    logp = member_logits(sims, v, member.adapter, lexical)
+                    logp = member.logits(v, self.settings.max_tokens, lexical, helper)
                     logps.append(logp)
                     explain[member.spec.name] = {
                         n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)

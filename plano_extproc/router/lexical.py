@@ -4,8 +4,9 @@ The encoders read a request and a route description apart and compare the two ve
 "explain how this Go code works" lands near whichever code route its vector sits closest
 to, whatever the verb. When the description names the action ("explaining ... existing
 code") and the request uses it, that shared word is evidence no adapter has to learn, and
-it holds for routes nobody trained on. ``RouteWords.scores`` gives, for each text and
-route, the summed weight of the route's description words that the text contains, each
+it holds for routes nobody trained on. ``RouteWords.scores`` gives, for each text (read as
+its ``stems``, once per decision) and route, the summed weight of the route's description
+words that the text contains, each
 word weighted by how few of the config's routes use it (a word every route shares tells
 none apart), less the mean over the routes (so it moves routes against each other, never
 all of them against "other").
@@ -83,12 +84,11 @@ class RouteWords:
         n = len(sets)
         return cls(tuple({s: math.log((n + 1) / used_by[s]) for s in words} for words in sets))
 
-    def scores(self, texts: Sequence[str]) -> Array:
-        """[len(texts), routes]: the weight of each route's stems in each text, less the
-        mean over the routes."""
+    def scores(self, texts: Sequence[frozenset[str]]) -> Array:
+        """[len(texts), routes]: the weight of each route's stems in each text (given as its
+        ``stems``), less the mean over the routes."""
         result = np.zeros((len(texts), len(self.weights)), dtype=np.float32)
-        for row, text in enumerate(texts):
-            found = stems(text)
+        for row, found in enumerate(texts):
             for col, weights in enumerate(self.weights):
                 result[row, col] = sum(w for s, w in weights.items() if s in found)
         if not self.weights:
@@ -96,8 +96,8 @@ class RouteWords:
         centred: Array = result - result.mean(axis=1, keepdims=True)
         return centred
 
-    def shared(self, text: str) -> dict[int, list[str]]:
-        """For ``route --explain``: the stems each route shares with ``text`` (by index)."""
-        found = stems(text)
+    def shared(self, found: frozenset[str]) -> dict[int, list[str]]:
+        """For ``route --explain``: the stems each route shares with a text's ``stems``
+        (by route index)."""
         matches = {col: sorted(s for s in w if s in found) for col, w in enumerate(self.weights)}
         return {col: words for col, words in matches.items() if words}

@@ -48,14 +48,15 @@ def test_a_word_weighs_more_the_fewer_routes_use_it() -> None:
 
 def test_scores_favour_the_route_whose_own_words_the_turn_uses() -> None:
     words = RouteWords.of(DESCRIPTIONS)
-    scores = words.scores(["please explain what this code does", "thanks, bye", "fix this"])
+    texts = ["please explain what this code does", "thanks, bye", "fix this"]
+    scores = words.scores([stems(t) for t in texts])
     assert scores.shape == (3, 3)
     assert np.allclose(scores.sum(axis=1), 0.0, atol=1e-6)  # centred: "other" is not moved
     assert int(np.argmax(scores[0])) == 1
     assert np.allclose(scores[1], 0.0)  # no word shared: no route moves
     assert int(np.argmax(scores[2])) == 2
-    assert RouteWords.of([]).scores(["anything"]).shape == (1, 0)
-    assert words.shared("please explain what this code does") == {
+    assert RouteWords.of([]).scores([stems("anything")]).shape == (1, 0)
+    assert words.shared(stems(texts[0])) == {
         0: ["code"],
         1: ["code", "explain"],
         2: ["code"],
@@ -129,10 +130,10 @@ def test_any_text_and_descriptions_give_finite_centred_scores(
     descriptions: list[str], texts: list[str]
 ) -> None:
     words = RouteWords.of(descriptions)
-    scores = words.scores(texts)
+    scores = words.scores([stems(t) for t in texts])
     assert scores.shape == (len(texts), len(descriptions))
     assert np.isfinite(scores).all()
     if descriptions:
         assert np.allclose(scores.sum(axis=1), 0.0, atol=1e-3)
-    for route, shared in words.shared(texts[0]).items():
+    for route, shared in words.shared(stems(texts[0])).items():
         assert 0 <= route < len(descriptions) and shared == sorted(set(shared))
