@@ -64,12 +64,13 @@ test-unit: install models
 test-integration: install models claude-code
 	$(BIN)/python -m pytest -q -m integration tests
 
-# mypy checks the benchmarks too; the test helpers they import are read for their types but
-# not checked (tests/ is not held to mypy).
+# mypy checks the tests and the benchmarks too; what each imports from the other is read for
+# its types and checked in its own run (pyproject.toml's mypy_path finds bench/'s modules).
 lint: install
 	$(BIN)/ruff check plano_extproc tests bench
 	$(BIN)/ruff format --check plano_extproc tests bench
 	$(BIN)/mypy plano_extproc
+	$(BIN)/mypy --follow-imports=silent tests
 	$(BIN)/mypy --follow-imports=silent bench
 
 proto: install

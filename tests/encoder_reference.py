@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -44,8 +45,8 @@ class ReferenceEncoder:
         self.w = {k: v.astype(np.float64) for k, v in raw.items() if v.dtype == np.float32}
 
     def _layer_norm(self, x: F64, prefix: str) -> F64:
-        mu = x.mean(axis=-1, keepdims=True)
-        var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+        mu: F64 = x.mean(axis=-1, keepdims=True)
+        var: F64 = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
         normed = (x - mu) / np.sqrt(var + self.eps)
         return normed * self.w[prefix + ".weight"] + self.w[prefix + ".bias"]
 
@@ -83,7 +84,9 @@ class ReferenceEncoder:
             attn = self._linear(context, p + "attention.output.dense")
             x = self._layer_norm(attn + x, p + "attention.output.LayerNorm")
             inter = self._linear(x, p + "intermediate.dense")
-            gelu = 0.5 * inter * (1.0 + _erf(inter / math.sqrt(2.0)).astype(np.float64))
+            # A ufunc from frompyfunc gives an object array for an array (its stubs allow a float).
+            erf = cast(npt.NDArray[np.object_], _erf(inter / math.sqrt(2.0)))
+            gelu = 0.5 * inter * (1.0 + erf.astype(np.float64))
             out = self._linear(gelu, p + "output.dense")
             x = self._layer_norm(out + x, p + "output.LayerNorm")
         return x

@@ -77,7 +77,8 @@ class FakeCollector(service_grpc.TraceServiceServicer):
 
     def start(self) -> FakeCollector:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        service_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        # The generated gRPC module has no annotations.
+        service_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
         self._server.add_insecure_port(f"127.0.0.1:{self.port}")
         self._server.start()
         return self

@@ -47,7 +47,7 @@ from typing import Any
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from inotify_simple import INotify
 from inotify_simple import flags as inotify_flags
 
@@ -124,7 +124,7 @@ def probe_once(probe: Probe, port: int) -> str | None:
             with socket.create_connection(("127.0.0.1", port), timeout=probe.timeout):
                 return None
     except grpc.RpcError as exc:
-        return f"gRPC {exc.code().name}"  # type: ignore[attr-defined]
+        return f"gRPC {exc.code().name}"
     except OSError as exc:
         return f"{type(exc).__name__}: {exc}"
     raise PodFailure(f"{probe.kind}: a handler this player does not play: {sorted(spec)}")

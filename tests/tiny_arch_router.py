@@ -388,8 +388,8 @@ def _build_model(dims: TinyDims, weights: dict[str, F32]) -> onnx.ModelProto:
     lm_head = g.node("Transpose", "model.embed_tokens.weight", perm=[1, 0], scope=sc)
     g.node("MatMul", hidden, lm_head, scope=sc, out="logits")
 
-    kv_in = [BATCH, n_kv, PAST, d]
-    kv_out = [BATCH, n_kv, TOTAL, d]
+    kv_in: list[str | int] = [BATCH, n_kv, PAST, d]
+    kv_out: list[str | int] = [BATCH, n_kv, TOTAL, d]
     inputs = [
         helper.make_tensor_value_info("input_ids", TensorProto.INT64, [BATCH, SEQ]),
         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [BATCH, TOTAL]),
@@ -558,7 +558,8 @@ def reference_logits(
 
     def rms(x: F32, weight: F32) -> F32:
         var = np.mean(x * x, axis=-1, keepdims=True)
-        return (weight * (x / np.sqrt(var + np.float32(dims.rms_norm_eps)))).astype(np.float32)
+        scaled: F32 = weight * (x / np.sqrt(var + np.float32(dims.rms_norm_eps)))
+        return scaled.astype(np.float32)
 
     def split(x: F32, n: int) -> F32:
         return x.reshape(b, s, n, d).transpose(0, 2, 1, 3)

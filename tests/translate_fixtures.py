@@ -138,7 +138,7 @@ ANTHROPIC_OVERLOADED_MID_STREAM = sse(
     ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
 )
 
-ANTHROPIC_ERROR_BODIES = {
+ANTHROPIC_ERROR_BODIES: dict[str, tuple[int, dict[str, Any]]] = {
     "invalid": (
         400,
         {
@@ -283,7 +283,7 @@ OPENAI_REASONING_STREAM = sse(
 )
 OPENAI_STREAM_CUT_MID_EVENT = OPENAI_STREAM[: OPENAI_STREAM.index(b'ation\\": ') + 4]
 
-OPENAI_ERROR_BODIES = {
+OPENAI_ERROR_BODIES: dict[str, tuple[int, dict[str, Any]]] = {
     "invalid": (
         400,
         {

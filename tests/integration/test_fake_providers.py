@@ -8,12 +8,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
 import openai
 import pytest
+from anthropic.types import MessageParam, ThinkingConfigParam, ToolParam, ToolResultBlockParam
+from anthropic.types.beta import BetaMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from tests.fake_providers import (
     Failure,
@@ -29,8 +32,10 @@ pytestmark = pytest.mark.integration
 
 OPENAI_KEY = "sk-test-openai"
 ANTHROPIC_KEY = "sk-ant-test"
-HELLO = [{"role": "user", "content": "Hello there"}]
-WEATHER_TOOL = {
+# The same first turn, typed for each SDK.
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hello there"}]
+CLAUDE_HELLO: list[MessageParam] = [{"role": "user", "content": "Hello there"}]
+WEATHER_TOOL: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -38,7 +43,7 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-CLAUDE_TOOLS = [
+CLAUDE_TOOLS: list[ToolParam] = [
     {
         "name": "get_weather",
         "description": "Weather in a city",
@@ -209,7 +214,7 @@ def test_openai_tool_calls_streamed_as_deltas(oai: FakeOpenAI) -> None:
     ) as stream:
         final = stream.get_final_completion()
     calls = final.choices[0].message.tool_calls or []
-    assert [json.loads(c.function.arguments) for c in calls] == [  # type: ignore[union-attr]
+    assert [json.loads(c.function.arguments) for c in calls] == [
         {"city": "Paris", "units": "metric"},
         {"tz": "Europe/Paris"},
     ]
@@ -223,7 +228,8 @@ def test_openai_reasoning_content(oai: FakeOpenAI) -> None:
     assert message.choices[0].message.content == "Hi!"
     assert message.choices[0].message.model_extra == {"reasoning_content": reply.thinking}
     assert message.usage is not None and message.usage.completion_tokens_details is not None
-    assert message.usage.completion_tokens_details.reasoning_tokens > 0
+    reasoning_tokens = message.usage.completion_tokens_details.reasoning_tokens
+    assert reasoning_tokens is not None and reasoning_tokens > 0
 
     chunks = list(
         client.chat.completions.create(model="deepseek-reasoner", messages=HELLO, stream=True)
@@ -413,7 +419,7 @@ def test_openai_length_finish(oai: FakeOpenAI) -> None:
 
 def test_anthropic_text_reply_and_exact_recording(ant: FakeAnthropic) -> None:
     raw = anthropic_client(ant).messages.with_raw_response.create(
-        model="claude-sonnet-4-5", max_tokens=100, messages=HELLO, system="Be brief."
+        model="claude-sonnet-4-5", max_tokens=100, messages=CLAUDE_HELLO, system="Be brief."
     )
     message = raw.parse()
     assert raw.headers["request-id"].startswith("req_")
@@ -429,7 +435,7 @@ def test_anthropic_text_reply_and_exact_recording(ant: FakeAnthropic) -> None:
     request = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 100,
-        "messages": HELLO,
+        "messages": CLAUDE_HELLO,
         "system": "Be brief.",
     }
     assert message.usage.input_tokens == estimate_input_tokens(request)
@@ -448,7 +454,7 @@ def test_anthropic_text_reply_and_exact_recording(ant: FakeAnthropic) -> None:
     answer = httpx.post(
         f"{ant.url}/v1/messages",
         headers=CLAUDE_HEADERS,
-        json={"model": "m", "max_tokens": 5, "messages": HELLO},
+        json={"model": "m", "max_tokens": 5, "messages": CLAUDE_HELLO},
     )
     assert answer.status_code == 200 and answer.json()["type"] == "message"
     assert ant.last.headers["x-api-key"] == ANTHROPIC_KEY
@@ -469,7 +475,7 @@ def test_anthropic_stream_events_in_the_real_order(ant: FakeAnthropic) -> None:
         "stream": True,
         "thinking": {"type": "enabled", "budget_tokens": 1024},
         "tools": CLAUDE_TOOLS,
-        "messages": HELLO,
+        "messages": CLAUDE_HELLO,
     }
     with httpx.stream("POST", f"{ant.url}/v1/messages", headers=CLAUDE_HEADERS, json=body) as r:
         assert r.status_code == 200
@@ -515,7 +521,7 @@ def test_anthropic_stream_events_in_the_real_order(ant: FakeAnthropic) -> None:
 
 def test_anthropic_sdk_stream_final_messages(ant: FakeAnthropic) -> None:
     client = anthropic_client(ant)
-    with client.messages.stream(model="m", max_tokens=100, messages=HELLO) as stream:
+    with client.messages.stream(model="m", max_tokens=100, messages=CLAUDE_HELLO) as stream:
         assert "".join(stream.text_stream) == "from fake-anthropic: Hello there"
         final = stream.get_final_message()
     assert final.stop_reason == "end_turn"
@@ -524,8 +530,8 @@ def test_anthropic_sdk_stream_final_messages(ant: FakeAnthropic) -> None:
     with client.messages.stream(
         model="m",
         max_tokens=100,
-        messages=HELLO,
-        tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
+        messages=CLAUDE_HELLO,
+        tools=CLAUDE_TOOLS,
     ) as stream:
         final = stream.get_final_message()
     assert final.stop_reason == "tool_use"
@@ -536,7 +542,7 @@ def test_anthropic_sdk_stream_final_messages(ant: FakeAnthropic) -> None:
     with client.messages.stream(
         model="m",
         max_tokens=2048,
-        messages=HELLO,
+        messages=CLAUDE_HELLO,
         thinking={"type": "enabled", "budget_tokens": 1024},
     ) as stream:
         final = stream.get_final_message()
@@ -551,18 +557,18 @@ def test_anthropic_count_tokens(ant: FakeAnthropic) -> None:
     ant.script("scripted")
     counted = client.messages.count_tokens(
         model="m",
-        messages=HELLO,
+        messages=CLAUDE_HELLO,
         system="Be brief.",
-        tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
+        tools=CLAUDE_TOOLS,
     )
     assert ant.last.path == "/v1/messages/count_tokens"
     assert ant.pending() == (1, 0)  # counting does not use a scripted reply
     message = client.messages.create(
         model="m",
         max_tokens=10,
-        messages=HELLO,
+        messages=CLAUDE_HELLO,
         system="Be brief.",
-        tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
+        tools=CLAUDE_TOOLS,
     )
     assert message.content[0].text == "scripted"  # type: ignore[union-attr]
     assert counted.input_tokens == message.usage.input_tokens > 0
@@ -573,11 +579,11 @@ def test_anthropic_count_tokens(ant: FakeAnthropic) -> None:
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"model": "m", "messages": HELLO}, "max_tokens: Field required"),
-        ({"model": "m", "max_tokens": "9", "messages": HELLO}, "valid integer"),
-        ({"max_tokens": 9, "messages": HELLO}, "model: Field required"),
+        ({"model": "m", "messages": CLAUDE_HELLO}, "max_tokens: Field required"),
+        ({"model": "m", "max_tokens": "9", "messages": CLAUDE_HELLO}, "valid integer"),
+        ({"max_tokens": 9, "messages": CLAUDE_HELLO}, "model: Field required"),
         ({"model": "m", "max_tokens": 9, "messages": []}, "at least one message"),
-        ({"model": "m", "max_tokens": 9, "messages": HELLO * 2}, "roles must alternate"),
+        ({"model": "m", "max_tokens": 9, "messages": CLAUDE_HELLO * 2}, "roles must alternate"),
         (
             {"model": "m", "max_tokens": 9, "messages": [{"role": "assistant", "content": "x"}]},
             'first message must use the "user" role',
@@ -599,18 +605,23 @@ def test_anthropic_count_tokens(ant: FakeAnthropic) -> None:
             "non-empty content",
         ),
         (
-            {"model": "m", "max_tokens": 9, "messages": HELLO, "system": [{"type": "image"}]},
+            {
+                "model": "m",
+                "max_tokens": 9,
+                "messages": CLAUDE_HELLO,
+                "system": [{"type": "image"}],
+            },
             "system.0.type",
         ),
         (
-            {"model": "m", "max_tokens": 9, "messages": HELLO, "tools": [{"name": "t"}]},
+            {"model": "m", "max_tokens": 9, "messages": CLAUDE_HELLO, "tools": [{"name": "t"}]},
             "input_schema: Field required",
         ),
         (
             {
                 "model": "m",
                 "max_tokens": 2000,
-                "messages": HELLO,
+                "messages": CLAUDE_HELLO,
                 "thinking": {"type": "enabled", "budget_tokens": 1024},
                 "temperature": 0.5,
             },
@@ -620,7 +631,7 @@ def test_anthropic_count_tokens(ant: FakeAnthropic) -> None:
             {
                 "model": "m",
                 "max_tokens": 1000,
-                "messages": HELLO,
+                "messages": CLAUDE_HELLO,
                 "thinking": {"type": "enabled", "budget_tokens": 1024},
             },
             "`max_tokens` must be greater than `thinking.budget_tokens`",
@@ -630,7 +641,7 @@ def test_anthropic_count_tokens(ant: FakeAnthropic) -> None:
                 "model": "m",
                 "max_tokens": 9,
                 "messages": [
-                    *HELLO,
+                    *CLAUDE_HELLO,
                     {
                         "role": "assistant",
                         "content": [{"type": "tool_use", "id": "t1", "name": "t", "input": {}}],
@@ -666,9 +677,9 @@ def test_anthropic_headers_checked(ant: FakeAnthropic, monkeypatch: pytest.Monke
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     keyless = anthropic_client(ant, api_key=None, default_headers={"Authorization": anthropic.omit})
     with pytest.raises(anthropic.AuthenticationError) as no_key_sdk:
-        keyless.messages.create(model="m", max_tokens=9, messages=HELLO)
+        keyless.messages.create(model="m", max_tokens=9, messages=CLAUDE_HELLO)
     assert "x-api-key header is required" in no_key_sdk.value.message
-    body = {"model": "m", "max_tokens": 9, "messages": HELLO}
+    body = {"model": "m", "max_tokens": 9, "messages": CLAUDE_HELLO}
     no_key = httpx.post(
         f"{ant.url}/v1/messages", headers={"anthropic-version": "2023-06-01"}, json=body
     )
@@ -684,7 +695,7 @@ def test_anthropic_headers_checked(ant: FakeAnthropic, monkeypatch: pytest.Monke
     assert no_version.json()["error"]["message"] == "anthropic-version: header is required"
     with pytest.raises(anthropic.AuthenticationError) as wrong:
         anthropic_client(ant, api_key="sk-ant-wrong").messages.create(
-            model="m", max_tokens=9, messages=HELLO
+            model="m", max_tokens=9, messages=CLAUDE_HELLO
         )
     assert wrong.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     assert ant.pending() == (0, 0)
@@ -694,18 +705,18 @@ def test_anthropic_error_statuses(ant: FakeAnthropic) -> None:
     client = anthropic_client(ant)
     ant.fail(Failure.error(529), Failure.error(500), Failure.error(429))
     with pytest.raises(anthropic.OverloadedError) as overloaded:
-        client.messages.create(model="m", max_tokens=9, messages=HELLO)
+        client.messages.create(model="m", max_tokens=9, messages=CLAUDE_HELLO)
     assert overloaded.value.status_code == 529
     assert overloaded.value.body["error"] == {"type": "overloaded_error", "message": "Overloaded"}  # type: ignore[index]
     with pytest.raises(anthropic.InternalServerError) as internal:
-        client.messages.create(model="m", max_tokens=9, messages=HELLO)
+        client.messages.create(model="m", max_tokens=9, messages=CLAUDE_HELLO)
     assert internal.value.body["error"]["type"] == "api_error"  # type: ignore[index]
     with pytest.raises(anthropic.RateLimitError):
-        client.messages.create(model="m", max_tokens=9, messages=HELLO)
+        client.messages.create(model="m", max_tokens=9, messages=CLAUDE_HELLO)
 
     ant.fail(Failure.error(429, retry_after=1))
     answer = anthropic_client(ant, max_retries=1).messages.create(
-        model="m", max_tokens=9, messages=HELLO
+        model="m", max_tokens=9, messages=CLAUDE_HELLO
     )
     assert answer.content[0].text == "from fake-anthropic: Hello there"  # type: ignore[union-attr]
     limited, retried = ant.received[-2:]
@@ -717,11 +728,12 @@ def test_anthropic_beta_query_headers_and_unknown_fields(ant: FakeAnthropic) -> 
         "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
         "output_config": {"effort": "high"},
     }
+    hello: list[BetaMessageParam] = [{"role": "user", "content": "Hello there"}]  # the beta's type
     # The 2.x SDK no longer adds ?beta=true by itself; Claude Code's client does.
     message = anthropic_client(ant).beta.messages.create(
         model="claude-sonnet-4-5",
         max_tokens=2048,
-        messages=HELLO,
+        messages=hello,
         betas=["context-management-2025-06-27", "interleaved-thinking-2025-05-14"],
         metadata={"user_id": "user-1"},
         thinking={"type": "enabled", "budget_tokens": 1024},
@@ -740,7 +752,7 @@ def test_anthropic_beta_query_headers_and_unknown_fields(ant: FakeAnthropic) -> 
 
 
 def test_anthropic_api_version_2026_refuses_sampling(ant: FakeAnthropic) -> None:
-    body = {"model": "m", "max_tokens": 9, "messages": HELLO, "temperature": 0.2}
+    body = {"model": "m", "max_tokens": 9, "messages": CLAUDE_HELLO, "temperature": 0.2}
     with pytest.raises(anthropic.BadRequestError) as refused:
         anthropic_client(ant).post("/v1/messages", body=body, cast_to=dict[str, Any])
     assert "temperature: Extra inputs are not permitted" in refused.value.message
@@ -754,23 +766,28 @@ def test_anthropic_multi_turn_tool_loop(ant: FakeAnthropic) -> None:
     first = client.messages.create(
         model="m",
         max_tokens=100,
-        messages=HELLO,
-        tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
+        messages=CLAUDE_HELLO,
+        tools=CLAUDE_TOOLS,
     )
     assert first.stop_reason == "tool_use"
     calls = [block for block in first.content if block.type == "tool_use"]
     assert [c.name for c in calls] == ["get_weather", "get_time"]
-    assistant = {"role": "assistant", "content": [b.model_dump() for b in first.content]}
+    # The blocks sent back as the SDK dumps them (a plain dict each, so cast to their params).
+    assistant = cast(
+        MessageParam, {"role": "assistant", "content": [b.model_dump() for b in first.content]}
+    )
 
-    def results(*ids: str) -> dict[str, Any]:
-        blocks = [{"type": "tool_result", "tool_use_id": i, "content": "ok"} for i in ids]
+    def results(*ids: str) -> MessageParam:
+        blocks: list[ToolResultBlockParam] = [
+            {"type": "tool_result", "tool_use_id": i, "content": "ok"} for i in ids
+        ]
         return {"role": "user", "content": blocks}
 
     answered = client.messages.create(
         model="m",
         max_tokens=100,
-        tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
-        messages=[*HELLO, assistant, results(calls[0].id, calls[1].id)],  # type: ignore[list-item]
+        tools=CLAUDE_TOOLS,
+        messages=[*CLAUDE_HELLO, assistant, results(calls[0].id, calls[1].id)],
     )
     assert answered.stop_reason == "end_turn"
 
@@ -778,8 +795,8 @@ def test_anthropic_multi_turn_tool_loop(ant: FakeAnthropic) -> None:
         client.messages.create(
             model="m",
             max_tokens=100,
-            tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
-            messages=[*HELLO, assistant, results(calls[0].id, "toolu_nope")],  # type: ignore[list-item]
+            tools=CLAUDE_TOOLS,
+            messages=[*CLAUDE_HELLO, assistant, results(calls[0].id, "toolu_nope")],
         )
     assert "unexpected `tool_use_id` found in `tool_result` blocks: toolu_nope" in (
         wrong_id.value.message
@@ -788,35 +805,40 @@ def test_anthropic_multi_turn_tool_loop(ant: FakeAnthropic) -> None:
         client.messages.create(
             model="m",
             max_tokens=100,
-            tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
-            messages=[*HELLO, assistant, results(calls[0].id)],  # type: ignore[list-item]
+            tools=CLAUDE_TOOLS,
+            messages=[*CLAUDE_HELLO, assistant, results(calls[0].id)],
         )
     assert "`tool_use` ids were found without `tool_result` blocks" in unanswered.value.message
 
 
 def test_anthropic_thinking_signatures_verified(ant: FakeAnthropic) -> None:
     client = anthropic_client(ant)
-    thinking = {"type": "enabled", "budget_tokens": 1024}
+    thinking: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 1024}
     ant.script(Reply(thinking="Weather first.", tool_calls=[ToolCall("get_weather", {})]))
     first = client.messages.create(
         model="m",
         max_tokens=2048,
-        messages=HELLO,
+        messages=CLAUDE_HELLO,
         tools=CLAUDE_TOOLS,
-        thinking=thinking,  # type: ignore[arg-type]
+        thinking=thinking,
     )
     call = first.content[-1]
     assert first.content[0].type == "thinking" and call.type == "tool_use"
     replayed = [b.model_dump(exclude_none=True) for b in first.content]
-    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id}]}
+    result: MessageParam = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call.id}],
+    }
 
     def loop(blocks: list[dict[str, Any]]) -> anthropic.types.Message:
+        # The blocks as dumped, or altered: plain dicts, so cast to the message's param.
+        assistant = cast(MessageParam, {"role": "assistant", "content": blocks})
         return client.messages.create(
             model="m",
             max_tokens=2048,
-            tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
-            thinking=thinking,  # type: ignore[arg-type]
-            messages=[*HELLO, {"role": "assistant", "content": blocks}, result],  # type: ignore[list-item]
+            tools=CLAUDE_TOOLS,
+            thinking=thinking,
+            messages=[*CLAUDE_HELLO, assistant, result],
         )
 
     assert loop(replayed).stop_reason == "end_turn"
@@ -830,10 +852,10 @@ def test_anthropic_thinking_signatures_verified(ant: FakeAnthropic) -> None:
 
 def test_anthropic_max_tokens_stop(ant: FakeAnthropic) -> None:
     client = anthropic_client(ant)
-    cut = client.messages.create(model="m", max_tokens=2, messages=HELLO)
+    cut = client.messages.create(model="m", max_tokens=2, messages=CLAUDE_HELLO)
     assert (cut.stop_reason, cut.content[0].text) == ("max_tokens", "from fak")  # type: ignore[union-attr]
     ant.script(Reply(text="partial", stop="max_tokens"))
-    with client.messages.stream(model="m", max_tokens=100, messages=HELLO) as stream:
+    with client.messages.stream(model="m", max_tokens=100, messages=CLAUDE_HELLO) as stream:
         final = stream.get_final_message()
     assert (final.stop_reason, final.content[0].text) == ("max_tokens", "partial")  # type: ignore[union-attr]
 
@@ -844,7 +866,7 @@ def test_anthropic_connection_failures(ant: FakeAnthropic) -> None:
     seen: list[str] = []
     with (
         pytest.raises(anthropic.APIConnectionError),
-        client.messages.stream(model="m", max_tokens=100, messages=HELLO) as stream,
+        client.messages.stream(model="m", max_tokens=100, messages=CLAUDE_HELLO) as stream,
     ):
         seen.extend(event.type for event in stream)
     assert seen[:2] == ["message_start", "content_block_start"]
@@ -852,23 +874,25 @@ def test_anthropic_connection_failures(ant: FakeAnthropic) -> None:
     ant.fail(Failure.stream_error(after_events=2))
     with (
         pytest.raises(anthropic.APIStatusError) as overloaded,
-        client.messages.stream(model="m", max_tokens=100, messages=HELLO) as stream,
+        client.messages.stream(model="m", max_tokens=100, messages=CLAUDE_HELLO) as stream,
     ):
         stream.get_final_message()
     assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
 
     ant.fail(Failure.disconnect())
     with pytest.raises(anthropic.APIConnectionError):
-        client.messages.create(model="m", max_tokens=9, messages=HELLO)
+        client.messages.create(model="m", max_tokens=9, messages=CLAUDE_HELLO)
 
     ant.fail(Failure.hang(5))
     with pytest.raises(anthropic.APITimeoutError):
-        anthropic_client(ant, timeout=0.3).messages.create(model="m", max_tokens=9, messages=HELLO)
+        anthropic_client(ant, timeout=0.3).messages.create(
+            model="m", max_tokens=9, messages=CLAUDE_HELLO
+        )
 
     ant.fail(Failure.cut(after_events=0))  # not streamed: half a body
     with pytest.raises(anthropic.APIConnectionError):
-        client.messages.create(model="m", max_tokens=9, messages=HELLO)
-    assert client.messages.create(model="m", max_tokens=9, messages=HELLO).content
+        client.messages.create(model="m", max_tokens=9, messages=CLAUDE_HELLO)
+    assert client.messages.create(model="m", max_tokens=9, messages=CLAUDE_HELLO).content
 
 
 # ---------------------------------------------------------------------------------------------

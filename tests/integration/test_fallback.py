@@ -58,6 +58,7 @@ import pytest
 
 from tests.fake_providers import Failure, FakeAnthropic, FakeOpenAI, Recorded
 from tests.fakes import free_port
+from tests.translate_fixtures import http as sdk_http
 
 from .conftest import Gateway, start_gateway
 
@@ -441,7 +442,7 @@ class Got:
         return self.headers.get("x-plano-attempts")
 
 
-def error_of(client: str, response: httpx.Response) -> tuple[str, str, str | None]:
+def error_of(client: str, response: sdk_http.Response) -> tuple[str, str, str | None]:
     """(type, message, OpenAI code) of an error body, checked to be the client's API's
     shape."""
     assert response.headers["content-type"].startswith("application/json"), response.headers
@@ -1042,8 +1043,8 @@ def test_a_member_that_keeps_failing_is_skipped(gateway: Gateway, fakes: Fakes) 
         assert got.seconds < 1.0
     assert len(fakes["oa1"].received) == primary_before
     assert calls(fakes)[6:] == ["openai/gpt-f"] * 3
-    for got in fakes["oa2"].received[3:]:
-        check_received(got, MEMBERS["openai/gpt-f"], got.json.get("stream") is True)
+    for received in fakes["oa2"].received[3:]:
+        check_received(received, MEMBERS["openai/gpt-f"], received.json.get("stream") is True)
 
 
 # ---------------------------------------------------------------------------------------------

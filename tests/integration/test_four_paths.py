@@ -18,13 +18,16 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
 import openai
 import pytest
+from anthropic.types import ImageBlockParam, MessageParam, ThinkingConfigParam, ToolParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.api_vocabulary import sse_events
 from tests.fake_providers import (
@@ -85,7 +88,7 @@ OPENAI_TOOLS: list[dict[str, Any]] = [
         "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
     },
 ]
-CLAUDE_TOOLS: list[dict[str, Any]] = [
+CLAUDE_TOOLS: list[ToolParam] = [
     {
         "name": "get_weather",
         "description": "Weather in a city",
@@ -359,7 +362,9 @@ def openai_chunks(
     return chunks
 
 
-def raw_post(gateway: Gateway, client: str, body: dict[str, Any], **kwargs: Any) -> Any:
+def raw_post(
+    gateway: Gateway, client: str, body: dict[str, Any], **kwargs: Any
+) -> AbstractContextManager[httpx.Response]:
     """An httpx stream of a request in ``client``'s API, with the client's own key."""
     if client == OPENAI:
         url, headers = "/v1/chat/completions", {"authorization": f"Bearer {CLIENT_KEY}"}
@@ -397,10 +402,10 @@ def ask_openai(
 ) -> Answer:
     """mode: whole | stream | stream_usage (stream_options.include_usage)."""
     client = oc(gateway)
+    # The tests' messages are plain dicts, some of shapes the SDK's types do not admit.
+    sent = cast(list[ChatCompletionMessageParam], messages)
     if mode == "whole":
-        raw = client.chat.completions.with_raw_response.create(
-            model=model, messages=messages, **kwargs
-        )
+        raw = client.chat.completions.with_raw_response.create(model=model, messages=sent, **kwargs)
         completion = raw.parse()
         choice = completion.choices[0]
         usage = completion.usage.model_dump() if completion.usage else None
@@ -409,10 +414,10 @@ def ask_openai(
         )
     if mode == "stream_usage":
         kwargs["stream_options"] = {"include_usage": True}
-    raw = client.chat.completions.with_raw_response.create(
-        model=model, messages=messages, stream=True, **kwargs
+    raw_stream = client.chat.completions.with_raw_response.create(
+        model=model, messages=sent, stream=True, **kwargs
     )
-    chunks = list(raw.parse())
+    chunks = list(raw_stream.parse())
     with_choices = [chunk for chunk in chunks if chunk.choices]
     text = "".join(chunk.choices[0].delta.content or "" for chunk in with_choices)
     finish = with_choices[-1].choices[0].finish_reason
@@ -422,7 +427,7 @@ def ask_openai(
     else:
         assert not usage_chunks, usage_chunks
     usage = usage_chunks[0].usage.model_dump() if usage_chunks else None
-    return Answer(raw.headers, text, finish, usage, None, chunks)
+    return Answer(raw_stream.headers, text, finish, usage, None, chunks)
 
 
 def ask_anthropic(
@@ -434,15 +439,17 @@ def ask_anthropic(
     **kwargs: Any,
 ) -> Answer:
     client = ac(gateway)
+    # The tests' messages are plain dicts, some of shapes the SDK's types do not admit.
+    sent = cast(list[MessageParam], messages)
     pieces: list[str] | None = None
     if mode == "whole":
         raw = client.messages.with_raw_response.create(
-            model=model, max_tokens=max_tokens, messages=messages, **kwargs
+            model=model, max_tokens=max_tokens, messages=sent, **kwargs
         )
         headers, message = raw.headers, raw.parse()
     else:
         with client.messages.stream(
-            model=model, max_tokens=max_tokens, messages=messages, **kwargs
+            model=model, max_tokens=max_tokens, messages=sent, **kwargs
         ) as stream:
             headers = stream.response.headers
             pieces = list(stream.text_stream)
@@ -621,8 +628,8 @@ def test_anthropic_passthrough_tool_loop_and_thinking_signatures(
         Reply(thinking="Weather first.", tool_calls=[ToolCall("get_weather", {"city": "Oslo"})])
     )
     client = ac(gateway)
-    thinking = {"type": "enabled", "budget_tokens": 1024}
-    question = {"role": "user", "content": "Weather in Oslo?"}
+    thinking: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 1024}
+    question: MessageParam = {"role": "user", "content": "Weather in Oslo?"}
     with client.messages.stream(
         model=CLAUDE, max_tokens=2048, messages=[question], tools=CLAUDE_TOOLS, thinking=thinking
     ) as stream:
@@ -630,19 +637,24 @@ def test_anthropic_passthrough_tool_loop_and_thinking_signatures(
     assert first.stop_reason == "tool_use"
     call = first.content[-1]
     assert call.type == "tool_use"
+    # The blocks sent back as the SDK dumps them (a plain dict each, so cast to their params).
+    assistant = cast(
+        MessageParam,
+        {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+    )
     answered = client.messages.create(
         model=CLAUDE,
         max_tokens=2048,
-        tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
-        thinking=thinking,  # type: ignore[arg-type]
+        tools=CLAUDE_TOOLS,
+        thinking=thinking,
         messages=[
             question,
-            {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+            assistant,
             {
                 "role": "user",
                 "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "4C"}],
             },
-        ],  # type: ignore[list-item]
+        ],
     )
     assert answered.stop_reason == "end_turn"
     assert len(ant.received) == 2 and not oai.received
@@ -657,7 +669,7 @@ def test_openai_request_as_anthropic(
     gateway: Gateway, oai: RecutOpenAI, ant: RecutAnthropic, stream: bool
 ) -> None:
     ant.script(Reply(text="A red dot.", stop="stop_sequence", stop_sequence="END"))
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "You are terse."},
         {
             "role": "user",
@@ -946,7 +958,7 @@ def test_openai_tool_loop_through_anthropic(
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Zürich", "days": [1, 2]}
     assert json.loads(calls[1]["function"]["arguments"]) == {}
 
-    history = [
+    history: list[dict[str, Any]] = [
         question,
         {"role": "assistant", "content": content, "tool_calls": calls},
         {"role": "tool", "tool_call_id": "toolu_w1", "content": "Sunny, 18C"},
@@ -1021,7 +1033,7 @@ def test_anthropic_tool_loop_through_openai(
         },
         {"type": "tool_use", "id": "call_t2", "name": "get_time", "input": {}},
     ]
-    history = [
+    history: list[dict[str, Any]] = [
         question,
         {"role": "assistant", "content": blocks},
         {
@@ -1269,7 +1281,7 @@ def test_openai_reasoning_content_as_anthropic_thinking(
     )
     assert (text.type, text.text) == ("text", TEXT)
     # Thinking blocks sent back are dropped: an OpenAI-compatible server has nowhere for them.
-    history = [
+    history: list[dict[str, Any]] = [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": [block.model_dump() for block in answer.message.content]},
         {"role": "user", "content": "and then?"},
@@ -1820,7 +1832,7 @@ def test_count_tokens_forwarded_to_anthropic(
     raw = ac(gateway).messages.with_raw_response.count_tokens(
         model=ALIAS[ANTHROPIC],
         system="Be brief.",
-        tools=CLAUDE_TOOLS,  # type: ignore[arg-type]
+        tools=CLAUDE_TOOLS,
         messages=[{"role": "user", "content": "count these words please"}],
     )
     counted = raw.parse()
@@ -1884,7 +1896,10 @@ def test_count_tokens_estimate_for_a_nested_conversation(gateway: Gateway) -> No
     plain = client.messages.count_tokens(
         model=ALIAS[OPENAI], messages=[{"role": "user", "content": "What is this?"}]
     ).input_tokens
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    image: ImageBlockParam = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+    }
     with_image = client.messages.count_tokens(
         model=ALIAS[OPENAI],
         messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, image]}],

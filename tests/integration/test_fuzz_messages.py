@@ -333,15 +333,16 @@ def thinking_block(draw: st.DrawFn) -> dict[str, Any]:
     return {"type": "thinking", "thinking": thinking, "signature": signature}
 
 
-ODD_BLOCK = st.sampled_from(
-    [
-        {"type": "search_result", "source": "https://x", "title": "t", "content": []},
-        {"type": "container_upload", "file_id": "file_1"},
-        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
-        {"type": "mystery"},
-        {"text": "no type"},
-    ]
-) | st.dictionaries(st.sampled_from(["type", "text", "id", "source"]), JSON_VALUES, max_size=3)
+ODD_BLOCKS: list[dict[str, Any]] = [
+    {"type": "search_result", "source": "https://x", "title": "t", "content": []},
+    {"type": "container_upload", "file_id": "file_1"},
+    {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}},
+    {"type": "mystery"},
+    {"text": "no type"},
+]
+ODD_BLOCK = st.sampled_from(ODD_BLOCKS) | st.dictionaries(
+    st.sampled_from(["type", "text", "id", "source"]), JSON_VALUES, max_size=3
+)
 
 
 @st.composite
@@ -385,7 +386,7 @@ def conversation(draw: st.DrawFn) -> tuple[list[dict[str, Any]], set[str]]:
             used.add(name)
         if _rare(draw, 10):
             answer.append(draw(ODD_BLOCK))
-        messages.append({"role": "assistant", "content": answer or draw(NONEMPTY)})
+        messages.append({"role": "assistant", "content": answer if answer else draw(NONEMPTY)})
     if _rare(draw, 6):  # a prefilled answer for the model to continue
         messages.append({"role": "assistant", "content": draw(NONEMPTY)})
     return messages, used
@@ -773,7 +774,7 @@ def _is_int(value: Any) -> bool:
 def check_error(response: httpx.Response) -> dict[str, Any]:
     """Anthropic's error shape, valid UTF-8 JSON, a non-empty message."""
     assert response.headers.get("content-type", "").startswith("application/json"), response.headers
-    body = _strict(response.content)
+    body: dict[str, Any] = _strict(response.content)
     assert body["type"] == "error", body
     error = body["error"]
     assert isinstance(error, dict) and error["type"] in ANTHROPIC_ERROR_TYPES, body

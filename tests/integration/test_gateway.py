@@ -6,29 +6,31 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, Received
 
 from .conftest import Gateway, config_for, start_gateway
 
 pytestmark = pytest.mark.integration
 
-MESSAGES = [{"role": "user", "content": "Say hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello"}]
 
 
-def chat(gateway: Gateway, model: str, **kwargs: object) -> tuple[dict[str, str], str]:
+def chat(gateway: Gateway, model: str, **kwargs: Any) -> tuple[dict[str, str], str]:
     raw = gateway.client().chat.completions.with_raw_response.create(
         model=model, messages=MESSAGES, **kwargs
-    )  # type: ignore[arg-type]
+    )
     completion = raw.parse()
     return dict(raw.headers), completion.choices[0].message.content or ""
 
 
-def only(fake: FakeProvider, *others: FakeProvider):  # type: ignore[no-untyped-def]
+def only(fake: FakeProvider, *others: FakeProvider) -> Received:
     assert all(not other.received for other in others), "another provider was called"
     assert len(fake.received) == 1, fake.received
     return fake.received[0]
@@ -130,7 +132,7 @@ def test_streaming_is_not_buffered(gateway: Gateway, openai_fake: FakeProvider) 
     start = time.monotonic()
     stream = gateway.client().chat.completions.create(
         model="fast-model", messages=MESSAGES, stream=True
-    )  # type: ignore[arg-type]
+    )
     arrivals: list[tuple[float, str]] = []
     for chunk in stream:
         arrivals.append((time.monotonic() - start, chunk.choices[0].delta.content or ""))

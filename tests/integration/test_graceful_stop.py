@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fake_providers import FakeOpenAI, Recorded, Reply
 from tests.fakes import free_port
@@ -89,14 +90,14 @@ def _client(url: str) -> openai.OpenAI:
 
 def _request(client: openai.OpenAI, name: str, streamed: bool, expected: str) -> Outcome:
     outcome = Outcome(name, streamed, time.monotonic())
-    messages = [{"role": "user", "content": name}]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": name}]
     try:
         if streamed:
             pieces, finish = [], None
             for chunk in client.chat.completions.create(
                 model="openai/gpt-5.2",
                 messages=messages,
-                stream=True,  # type: ignore[arg-type]
+                stream=True,
             ):
                 if chunk.choices:
                     pieces.append(chunk.choices[0].delta.content or "")
@@ -107,7 +108,7 @@ def _request(client: openai.OpenAI, name: str, streamed: bool, expected: str) ->
         else:
             reply = client.chat.completions.create(
                 model="openai/gpt-5.2",
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
             )
             outcome.ok = reply.choices[0].message.content == expected
             outcome.error = "" if outcome.ok else f"wrong answer: {reply}"

@@ -31,7 +31,9 @@ import httpx
 import openai
 import pytest
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from anthropic import Anthropic
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from openai import OpenAI
 
 from plano_extproc.envoy_config import envoy_binary, system_ca_bundle, validate_with_envoy
 from tests.fake_providers import FakeAnthropic, FakeOpenAI, Recorded
@@ -61,12 +63,13 @@ class Mesh:
     def fakes(self) -> list[FakeOpenAI | FakeAnthropic]:
         return [self.openai, self.anthropic, self.vllm]
 
-    def openai_client(self) -> openai.OpenAI:
+    # The fields above shadow the SDK modules in this class's annotations: hence the classes.
+    def openai_client(self) -> OpenAI:
         return openai.OpenAI(
             base_url=f"{self.url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20
         )
 
-    def anthropic_client(self) -> anthropic.Anthropic:
+    def anthropic_client(self) -> Anthropic:
         return anthropic.Anthropic(base_url=self.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
 
 

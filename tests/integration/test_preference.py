@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.fakes import FakeProvider
 from tests.tiny_arch_router import build_tiny_arch_router
@@ -19,11 +20,11 @@ from .conftest import Gateway, config_for, start_gateway
 
 pytestmark = pytest.mark.integration
 
-POEM = [
+POEM: list[ChatCompletionMessageParam] = [
     {"role": "system", "content": "You are a helpful assistant for a tax accounting firm."},
     {"role": "user", "content": "Write a short poem about autumn leaves falling on a quiet lake."},
 ]
-ANALYSIS = [
+ANALYSIS: list[ChatCompletionMessageParam] = [
     {
         "role": "user",
         "content": "Prove that there are infinitely many prime numbers, and explain each step "
@@ -32,7 +33,9 @@ ANALYSIS = [
 ]
 
 
-def post(gateway: Gateway, messages: list[dict[str, str]], model: str | None) -> httpx.Response:
+def post(
+    gateway: Gateway, messages: list[ChatCompletionMessageParam], model: str | None
+) -> httpx.Response:
     body: dict[str, object] = {"messages": messages}
     if model is not None:
         body["model"] = model
@@ -60,7 +63,7 @@ def test_the_openai_sdk_gets_a_preference_route(
 ) -> None:
     raw = gateway.client().chat.completions.with_raw_response.create(
         model="auto", messages=ANALYSIS
-    )  # type: ignore[arg-type]
+    )
     assert raw.parse().choices[0].message.content == "from fake-openai"
     assert raw.headers["x-plano-route"] == "complex_reasoning"
     assert raw.headers["x-plano-model"] == "openai/gpt-5"
@@ -70,7 +73,7 @@ def test_the_openai_sdk_gets_a_preference_route(
 def test_streaming_preference_route(gateway: Gateway, anthropic_fake: FakeProvider) -> None:
     stream = gateway.client().chat.completions.create(
         model="auto",
-        messages=POEM,  # type: ignore[arg-type]
+        messages=POEM,
         stream=True,
     )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)

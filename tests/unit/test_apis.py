@@ -191,14 +191,14 @@ def test_the_estimate_grows_with_the_text(base: str, more: str, where: str) -> N
         if where == "string":
             return request(text)
         if where == "block":
-            return request(**{"messages": [{"role": "user", "content": [
-                {"type": "text", "text": text}]}]})  # fmt: skip
+            return request(messages=[{"role": "user", "content": [
+                {"type": "text", "text": text}]}])  # fmt: skip
         if where == "system":
             return request("hi", system=text)
         if where == "system_blocks":
             return request("hi", system=[{"type": "text", "text": text}])
-        return request(**{"messages": [{"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "t", "content": text}]}]})  # fmt: skip
+        return request(messages=[{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": text}]}])  # fmt: skip
 
     smaller, larger = estimate_input_tokens(body(base)), estimate_input_tokens(body(base + more))
     assert 1 <= smaller <= larger

@@ -262,7 +262,7 @@ def test_a_helper_that_dies_costs_one_request(
     reader.start()
     try:
         service = ExtProcService(Processor(config), None, reader, big_body=0)
-        for process in list(reader._pool._processes.values()):  # type: ignore[union-attr]
+        for process in list(reader._pool._processes.values()):
             process.kill()
             process.join()
         with caplog.at_level(logging.WARNING, "plano_extproc"):

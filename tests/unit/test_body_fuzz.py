@@ -119,7 +119,7 @@ def run() -> Iterator[Callable[[bytes], tuple[pb.ProcessingResponse, pb.Processi
         message = pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True))
         result = service.handle(message.SerializeToString())
         if not isinstance(result, bytes):
-            result = loop.run_until_complete(result)  # type: ignore[arg-type]
+            result = loop.run_until_complete(result)
         return pb.ProcessingResponse.FromString(result)
 
     def both(raw: bytes) -> tuple[pb.ProcessingResponse, pb.ProcessingResponse]:

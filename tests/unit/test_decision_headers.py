@@ -64,8 +64,10 @@ def processor() -> DecisionHeadersProcessor:
 
 
 def headers_msg(
-    path: str, method: str = "POST", end: bool = False, **headers: str
+    path: str, method: str = "POST", end: bool = False, /, **headers: str
 ) -> pb.ProcessingRequest:
+    """A request's headers: ``headers`` are header names (``_`` for ``-``), never the
+    positional-only method and end of stream."""
     pairs = [(":method", method), (":path", path), (":authority", "llm.example")]
     pairs += [(k.replace("_", "-"), v) for k, v in headers.items()]
     return pb.ProcessingRequest(
@@ -375,7 +377,7 @@ def test_a_body_without_the_headers_phase_is_refused(processor: DecisionHeadersP
 
 
 def test_an_answer_at_the_headers_ends_the_stream(processor: DecisionHeadersProcessor) -> None:
-    (answer,) = stream(processor, headers_msg("/v1/models", "GET", end=True))
+    (answer,) = stream(processor, headers_msg("/v1/models", "GET", True))
     assert isinstance(answer, FinalAnswer)
 
 

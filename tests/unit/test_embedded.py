@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from tokenizers import Tokenizer
 
@@ -188,7 +189,9 @@ def test_explain_shows_each_encoder_asked(router: EncoderRouter) -> None:
     asked = DEFAULT_MEMBERS[:1] if "decided_by" in choice.explain else DEFAULT_MEMBERS
     assert not any(spec.name in choice.explain for spec in DEFAULT_MEMBERS[len(asked) :])
     for spec in asked:
-        assert set(choice.explain[spec.name]) == {  # type: ignore[arg-type]
+        shares = choice.explain[spec.name]
+        assert isinstance(shares, dict)
+        assert set(shares) == {
             "code_generation",
             "creative_writing",
             "translation",
@@ -251,7 +254,7 @@ def test_cascade_minilm_alone_when_sure_of_an_english_turn(
     assert [name for name, _ in calls] == [DEFAULT_MEMBERS[0].name]  # e5 never ran
     # Its answer is MiniLM's own distribution, as explain shows it.
     minilm = choice.explain[DEFAULT_MEMBERS[0].name]
-    assert choice.scores == pytest.approx(minilm, abs=1e-3)  # type: ignore[arg-type]
+    assert choice.scores == pytest.approx(minilm, abs=1e-3)
 
 
 def test_cascade_asks_both_for_a_turn_minilm_cannot_read(
@@ -303,7 +306,7 @@ def test_decides_alone_needs_both_english_and_confidence(router: EncoderRouter) 
 
 
 def test_settled_answers_once_the_encoders_run_so_far_decide(router: EncoderRouter) -> None:
-    sure = np.log(np.array([0.9, 0.05, 0.03, 0.02]))
+    sure: npt.NDArray[np.float64] = np.log(np.array([0.9, 0.05, 0.03, 0.02]))
     unsure = np.log(np.array([0.35, 0.3, 0.2, 0.15]))
     other = np.log(np.array([0.1, 0.6, 0.2, 0.1]))
     shares = [0.5, 0.5]

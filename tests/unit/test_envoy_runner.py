@@ -12,10 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -33,7 +33,7 @@ from plano_extproc.envoy_runner import (
     private_bootstrap,
     stat_value,
 )
-from plano_extproc.processes import StopSignals, spawn, terminate, wait_until
+from plano_extproc.processes import Child, StopSignals, spawn, terminate, wait_until
 from tests.configs import LISTENER, TWO_PROVIDERS
 
 pytestmark = pytest.mark.unit
@@ -180,8 +180,10 @@ def admin() -> Iterator[FakeAdmin]:
     fake.close()
 
 
-def envoy_for(admin: FakeAdmin, process: Any = None) -> EnvoyProcess:
-    return EnvoyProcess(process or Running(), EnvoyOptions(admin_port=admin.port))
+def envoy_for(admin: FakeAdmin, process: Running | None = None) -> EnvoyProcess:
+    # A stand-in for the Popen: draining only polls it.
+    child = cast(Child, process or Running())
+    return EnvoyProcess(child, EnvoyOptions(admin_port=admin.port))
 
 
 def test_drain_fails_health_then_drains_listeners_then_waits_for_idle(admin: FakeAdmin) -> None:
@@ -386,8 +388,16 @@ def test_envoy_command_does_not_warn_about_unset_keys(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     ran: list[str] = []
-    monkeypatch.setattr(cli, "_envoy", lambda c, a: ran.append("envoy") or 0)
-    monkeypatch.setattr(cli, "_up", lambda c, a: ran.append("up") or 0)
+
+    def command(name: str) -> Callable[[object, object], int]:
+        def run(config: object, args: object) -> int:
+            ran.append(name)
+            return 0
+
+        return run
+
+    monkeypatch.setattr(cli, "_envoy", command("envoy"))
+    monkeypatch.setattr(cli, "_up", command("up"))
     assert cli.main(["envoy", str(config)]) == 0
     assert "is not set" not in capsys.readouterr().err
     assert cli.main(["up", str(config)]) == 0

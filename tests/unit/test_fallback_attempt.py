@@ -845,7 +845,11 @@ def test_any_attempt_is_answered_message_by_message(
         if BASE.by_name[primary].interface == "openai"
         else ANTHROPIC_PRIMARY_HEADERS
     )
-    member_api = BASE.by_name[target].interface if target in BASE.by_name else "openai"
+    member_api = (
+        BASE.by_name[target].interface
+        if target is not None and target in BASE.by_name
+        else "openai"
+    )
     status, content_type, reply = data.draw(replies(member_api))
     cuts = data.draw(st.lists(st.integers(0, len(reply)), max_size=6))
     bounds = sorted({0, len(reply), *cuts})
@@ -855,9 +859,8 @@ def test_any_attempt_is_answered_message_by_message(
     messages += [response_body(p, i == len(pieces) - 1) for i, p in enumerate(pieces)]
     unasked = st.sampled_from(["request_trailers", "response_trailers", "request_headers"])
     for kind in data.draw(st.lists(unasked, max_size=2)):
-        messages.insert(
-            data.draw(st.integers(1, len(messages))), pb.ProcessingRequest(**{kind: {}})
-        )
+        empty: dict[str, Any] = {kind: {}}  # that phase's message, with nothing in it
+        messages.insert(data.draw(st.integers(1, len(messages))), pb.ProcessingRequest(**empty))
     for message in messages:
         answer, last = handler.handle(message)
         assert isinstance(answer, pb.ProcessingResponse)

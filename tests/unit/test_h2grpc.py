@@ -635,7 +635,7 @@ def test_streams_past_the_limit_are_refused() -> None:
         _, payload = await client.until(h2grpc.SETTINGS)
         assert settings_of(payload)[h2grpc.SETTINGS_MAX_CONCURRENT_STREAMS] == 3
         client.send(*(client.call(i, b"wait") for i in (1, 3, 5, 7, 9)))
-        refused = []
+        refused: list[int] = []
         while len(refused) < 2:
             kind, _, stream_id, payload = await client.read()
             if kind == h2grpc.RST_STREAM:

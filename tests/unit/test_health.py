@@ -129,7 +129,7 @@ async def refusal(target: str) -> grpc.StatusCode:
     """The status of an ext_proc call the server refuses. The call sends no message: the
     client would fail sending it after the server has ended the call."""
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.stream_stream(METHOD)
+        call: grpc.aio.StreamStreamMultiCallable[bytes, bytes] = channel.stream_stream(METHOD)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             [answer async for answer in call(iter([]), timeout=5)]
     code: grpc.StatusCode = refused.value.code()

@@ -12,7 +12,7 @@ import pytest
 from plano_extproc.config import parse_config
 from plano_extproc.extproc.decision_headers import upstream_name
 from plano_extproc.wire import PROVIDER_HEADER, UPSTREAM_HEADER
-from tests.mesh_ingress import load, one
+from tests.mesh_ingress import Doc, load, one
 
 pytestmark = pytest.mark.unit
 
@@ -20,10 +20,10 @@ MESH = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "mesh"
 DOCS = load(MESH)
 
 
-def _rules() -> dict[str, dict[str, object]]:
+def _rules() -> dict[str, Doc]:
     """The HTTPRoute's rules by the x-plano-upstream value they match."""
     route = one(DOCS, "HTTPRoute", "plano-llm")
-    found = {}
+    found: dict[str, Doc] = {}
     for rule in route["spec"]["rules"]:
         for match in rule.get("matches", []):
             for header in match.get("headers", []):
@@ -40,7 +40,7 @@ def test_every_endpoint_of_the_config_has_its_rule_and_backend() -> None:
     assert set(endpoints) == set(rules), "a rule per endpoint, and no stale one"
     for name, provider in endpoints.items():
         rule = rules[name]
-        (ref,) = rule["backendRefs"]  # type: ignore[misc]
+        (ref,) = rule["backendRefs"]
         backend = one(DOCS, "Backend", ref["name"])
         (endpoint,) = backend["spec"]["endpoints"]
         assert endpoint["fqdn"] == {
@@ -54,7 +54,7 @@ def test_every_endpoint_of_the_config_has_its_rule_and_backend() -> None:
         assert bool(tls) == provider.endpoint.tls, name
         if tls:
             assert tls[0]["spec"]["validation"]["hostname"] == provider.endpoint.host
-        filters = {f["type"]: f for f in rule["filters"]}  # type: ignore[attr-defined]
+        filters = {f["type"]: f for f in rule["filters"]}
         host = provider.http_host or provider.endpoint.host
         assert filters["URLRewrite"]["urlRewrite"] == {"hostname": host}
         removed = set(filters["RequestHeaderModifier"]["requestHeaderModifier"]["remove"])

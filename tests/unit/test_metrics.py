@@ -14,11 +14,11 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from plano_extproc.config import load_config
+from plano_extproc.config import Config, load_config
 from plano_extproc.envoy_config import EnvoyOptions, render_bootstrap, render_yaml
 from plano_extproc.envoy_config.binary import validate_with_envoy
 from plano_extproc.ops import endpoint, metrics
-from plano_extproc.resolve import unplaced
+from plano_extproc.resolve import LOW_CONFIDENCE, NO_ROUTE, unplaced
 from plano_extproc.router.base import OTHER, RouteChoice
 from tests.fakes import free_port
 
@@ -36,7 +36,7 @@ def choice(route: str, confidence: float) -> RouteChoice:
 
 
 @pytest.fixture(scope="module")
-def config():  # type: ignore[no-untyped-def]
+def config() -> Config:
     # Set only while loading: a key left in os.environ would reach later tests' children.
     with pytest.MonkeyPatch.context() as patch:
         for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
@@ -44,7 +44,7 @@ def config():  # type: ignore[no-untyped-def]
         return load_config(str(ROOT / "config" / "plano.yaml"))
 
 
-def test_router_answers_are_counted_by_route_or_reason(config) -> None:  # type: ignore[no-untyped-def]
+def test_router_answers_are_counted_by_route_or_reason(config: Config) -> None:
     config = dataclasses.replace(
         config, router=dataclasses.replace(config.router, min_confidence=0.5)
     )
@@ -72,13 +72,13 @@ def test_router_answers_are_counted_by_route_or_reason(config) -> None:  # type:
     assert "made-up-route-5e1" not in metrics.exposition().decode()
 
 
-def test_unplaced_says_why_the_router_placed_a_request_on_no_route(config) -> None:  # type: ignore[no-untyped-def]
+def test_unplaced_says_why_the_router_placed_a_request_on_no_route(config: Config) -> None:
     config = dataclasses.replace(
         config, router=dataclasses.replace(config.router, min_confidence=0.5)
     )
     route = config.routes[0].name
-    assert unplaced(choice(OTHER, 0.9), config) == metrics.NO_ROUTE == "other"
-    assert unplaced(choice(route, 0.4), config) == metrics.LOW_CONFIDENCE == "low_confidence"
+    assert unplaced(choice(OTHER, 0.9), config) == NO_ROUTE == "other"
+    assert unplaced(choice(route, 0.4), config) == LOW_CONFIDENCE == "low_confidence"
     assert unplaced(choice(route, 0.5), config) is None
     # A name the config has no route for (a router model's answer) places nothing.
     assert unplaced(choice("made-up-route", 0.9), config) == "other"
@@ -195,7 +195,7 @@ def _stats_logger(rendered: dict[str, object]) -> dict[str, object] | None:
     return {"loggers": found}
 
 
-def test_request_stats_are_off_unless_asked(config) -> None:  # type: ignore[no-untyped-def]
+def test_request_stats_are_off_unless_asked(config: Config) -> None:
     assert _stats_logger(render_bootstrap(config)) is None
     logger = _stats_logger(render_bootstrap(config, EnvoyOptions(decision_stats=True)))
     assert logger is not None
@@ -210,13 +210,13 @@ def test_request_stats_are_off_unless_asked(config) -> None:  # type: ignore[no-
     assert "plano:auth" not in formats
 
 
-def test_rendered_with_request_stats_passes_envoy_validate(config) -> None:  # type: ignore[no-untyped-def]
+def test_rendered_with_request_stats_passes_envoy_validate(config: Config) -> None:
     text = render_yaml(config, EnvoyOptions(decision_stats=True))
     validate_with_envoy(text)
     assert yaml.safe_load(text)
 
 
-def test_token_counts_only_when_asked(config) -> None:  # type: ignore[no-untyped-def]
+def test_token_counts_only_when_asked(config: Config) -> None:
     without = json.dumps(render_bootstrap(config, EnvoyOptions(decision_stats=True)))
     assert "json_to_metadata" not in without and "plano_usage" not in without
     with_tokens = json.dumps(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from plano_extproc.config import ConfigError, Route, parse_config
+from plano_extproc.config import Config, ConfigError, Route, parse_config
 from plano_extproc.errors import ErrorReply
 from plano_extproc.resolve import ASK_ROUTER, Decision, resolve, resolve_preference
 from plano_extproc.router.base import OTHER, RouteChoice, probabilities
@@ -43,7 +43,7 @@ model_aliases:
 KEYS = {"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"}
 
 
-def config(extra: str = "", env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+def config(extra: str = "", env: dict[str, str] | None = None) -> Config:
     return parse_config(CONFIG + extra, "p.yaml", KEYS if env is None else env)
 
 
@@ -206,7 +206,7 @@ def test_views_read_a_long_turn_at_both_ends() -> None:
     assert v.texts[2].endswith("line 39 of a long contract clause about liability")
 
 
-def argmax(logits: np.ndarray) -> str:  # type: ignore[type-arg]
+def argmax(logits: np.ndarray) -> str:
     return [*NAMES, OTHER][int(np.argmax(logits))]
 
 

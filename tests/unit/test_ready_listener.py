@@ -47,7 +47,7 @@ def test_no_ready_listener_unless_asked() -> None:
 
 def test_ready_listener_routes_only_get_ready_to_the_admin_socket() -> None:
     options = EnvoyOptions(admin_socket="/run/x/admin.sock", ready_port=9902)
-    boot = render_bootstrap(config(), options)
+    boot: dict[str, Any] = render_bootstrap(config(), options)
     assert list(listeners(boot)) == ["egress_traffic", "ready"]
     ready = listeners(boot)["ready"]
     assert ready["address"] == {"socket_address": {"address": "0.0.0.0", "port_value": 9902}}

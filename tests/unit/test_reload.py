@@ -47,6 +47,10 @@ EXTRA = """  - model: openai/gpt-new
 ENV = {"OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a", "NEW_KEY": "n"}
 
 
+def load(path: str | Path) -> Config:
+    return load_config(path, ENV)
+
+
 def _config(text: str = BASE, env: Mapping[str, str] = ENV) -> Config:
     return parse_config(text, "t.yaml", env)
 
@@ -199,7 +203,6 @@ def test_envoy_reloader_orders_the_switch_and_trims_later(tmp_path: Path) -> Non
         events.append(("envoy", len(config.providers)))
         return envoy.apply(config)
 
-    load = lambda p: load_config(p, ENV)  # noqa: E731
     reloader = EnvoyReloader(
         load(path),
         apply,
@@ -240,7 +243,6 @@ def test_envoy_reloader_owes_the_switch_when_envoy_refuses(tmp_path: Path) -> No
     path = tmp_path / "plano.yaml"
     path.write_text(BASE)
     envoy, switched = _Envoy(), []
-    load = lambda p: load_config(p, ENV)  # noqa: E731
     now = [0.0]
     reloader = EnvoyReloader(
         load(path),
@@ -287,7 +289,6 @@ def test_live_config_swaps_for_new_streams_and_reuses_the_router(
         description: writing code
 """
     path.write_text(BASE + routes)
-    load = lambda p: load_config(p, ENV)  # noqa: E731
     installed: list[tuple[Config, Any]] = []
     built: list[Config] = []
 
@@ -295,11 +296,14 @@ def test_live_config_swaps_for_new_streams_and_reuses_the_router(
         built.append(config)
         return _Service(f"router {len(built)}")
 
+    def streams(config: Config, service: Any) -> Any:  # a stand-in: the pair it is made of
+        return (config, service)
+
     first = _Service("router 0")
     live = LiveConfig(
         load(path),
         first,  # type: ignore[arg-type]
-        lambda c, s: (c, s),
+        streams,
         installed.append,  # type: ignore[arg-type]
         load,
         build,

@@ -449,7 +449,7 @@ def test_every_anthropic_error_reaches_an_openai_client_in_its_shape(name: str) 
     status, body = ANTHROPIC_ERROR_BODIES[name]
     got, _, out = read_whole(to_openai_client, status, JSON, as_json(body))
     assert got == (503 if status == 529 else status)
-    assert openai_error(out)["code"] == body["error"]["type"]  # type: ignore[index]
+    assert openai_error(out)["code"] == body["error"]["type"]
 
 
 @pytest.mark.parametrize("name", sorted(OPENAI_ERROR_BODIES))
@@ -457,7 +457,7 @@ def test_every_openai_error_reaches_an_anthropic_client_in_its_shape(name: str) 
     status, body = OPENAI_ERROR_BODIES[name]
     got, _, out = read_whole(to_anthropic_client, status, JSON, as_json(body))
     assert got == (529 if status == 503 else status)
-    assert anthropic_error(out)["message"] == body["error"]["message"]  # type: ignore[index]
+    assert anthropic_error(out)["message"] == body["error"]["message"]
 
 
 @pytest.mark.parametrize("content_type", [JSON, "text/html", "text/plain", ""])

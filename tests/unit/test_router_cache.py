@@ -109,7 +109,7 @@ def test_a_hit_never_goes_to_the_router_thread() -> None:
 def test_what_the_router_reads_decides_a_miss() -> None:
     router = CountingRouter()
     service = RouterService(router, timeout_s=1.0)
-    asked = [
+    asked: list[list[object]] = [
         [user("a haiku about tea")],
         [user("a haiku about coffee")],  # another request
         [user("in go please"), {"role": "assistant", "content": "ok"}, user("a haiku about tea")],
@@ -120,7 +120,7 @@ def test_what_the_router_reads_decides_a_miss() -> None:
     assert router.calls == len(asked)
     # Unread parts change nothing: the system prompt, tool messages, images, an assistant
     # turn after the latest user turn.
-    unread = [
+    unread: list[list[object]] = [
         [{"role": "system", "content": "terse"}, user("a haiku about tea")],
         [user("a haiku about tea"), {"role": "tool", "tool_call_id": "x", "content": "out"}],
         [

@@ -26,7 +26,7 @@ TEXTS = [
 ]
 
 
-def embed(model: Path, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+def embed(model: Path, tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     rows = []
     for text in texts:

@@ -74,11 +74,17 @@ FUZZ = settings(
 CREATED = 1700000000
 MODEL_ID = "upstream-model"
 
+
 # The pairs as the server builds them (translate.translator), and the variants a config or a
 # test makes: OpenAI's older max_tokens field, a fixed clock (so outputs can be compared).
-TO_OPENAI_CLIENT = translator("openai", "anthropic")  # an OpenAI client, an Anthropic upstream
-TO_ANTHROPIC_CLIENT = translator("anthropic", "openai")  # the other way round
-assert TO_OPENAI_CLIENT is not None and TO_ANTHROPIC_CLIENT is not None
+def _pair(client_api: str, upstream_api: str) -> Translator:
+    found = translator(client_api, upstream_api)
+    assert found is not None
+    return found
+
+
+TO_OPENAI_CLIENT = _pair("openai", "anthropic")  # an OpenAI client, an Anthropic upstream
+TO_ANTHROPIC_CLIENT = _pair("anthropic", "openai")  # the other way round
 FIXED_CLOCK = OpenAIToAnthropic(clock=lambda: CREATED)
 MAX_TOKENS_FIELD = AnthropicToOpenAI(max_tokens_field="max_tokens")
 PAIRS = [TO_OPENAI_CLIENT, TO_ANTHROPIC_CLIENT, FIXED_CLOCK, MAX_TOKENS_FIELD]
@@ -477,7 +483,7 @@ def check_request(pair: Translator, body: Any) -> dict[str, Any] | None:
         assert not _finite(out) or _has_surrogate(out), out
         _record("refused by the processor")
         return None
-    forwarded = json.loads(written.decode("utf-8"), parse_constant=_refuse)
+    forwarded: dict[str, Any] = json.loads(written.decode("utf-8"), parse_constant=_refuse)
     assert isinstance(forwarded["messages"], list), forwarded
     if pair.upstream_api == "anthropic":
         assert _is_int(forwarded["max_tokens"]) and forwarded["max_tokens"] >= 1, forwarded
@@ -596,7 +602,7 @@ def messages_requests(draw: st.DrawFn) -> dict[str, Any]:
             answer.append({"type": "tool_use", "id": call_id, "name": name, "input": tool_input})
             pending.append(call_id)
             used.add(name)
-        messages.append({"role": "assistant", "content": answer or draw(NONEMPTY)})
+        messages.append({"role": "assistant", "content": answer if answer else draw(NONEMPTY)})
     body: dict[str, Any] = {
         "model": "claude-sonnet-4-5",
         "max_tokens": draw(st.integers(1, 64000)),
@@ -706,7 +712,7 @@ def chat_requests(draw: st.DrawFn) -> dict[str, Any]:
             messages.append({"role": "user", "content": draw(NONEMPTY)})
     body: dict[str, Any] = {"model": "gpt-5.2", "messages": messages}
     names = sorted(used | set(draw(st.sets(st.sampled_from(TOOL_NAMES), max_size=2))))
-    if names and draw(st.integers(0, 3)):
+    if names and draw(st.integers(0, 3)) != 0:
         body["tools"] = [
             {"type": "function", "function": {"name": n, "parameters": {"type": "object"}}}
             for n in names

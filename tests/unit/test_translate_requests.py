@@ -26,7 +26,7 @@ TO_OPENAI = AnthropicToOpenAI()
 USER = {"role": "user", "content": "Hi"}
 A_USER = {"role": "user", "content": "Hi"}
 PNG = "iVBORw0KGgo="
-WEATHER_TOOL = {
+WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -34,7 +34,7 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
     },
 }
-A_WEATHER_TOOL = {
+A_WEATHER_TOOL: dict[str, Any] = {
     "name": "get_weather",
     "description": "Weather for a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
@@ -782,7 +782,7 @@ def test_tools_and_server_tools() -> None:
     assert out["tools"] == [
         WEATHER_TOOL,
         {"type": "function", "function": {**WEATHER_TOOL["function"], "name": "w2"}},
-    ]  # type: ignore[dict-item]
+    ]
 
 
 @pytest.mark.parametrize(
@@ -942,7 +942,7 @@ def test_anthropic_refusals(messages: Any, param: str) -> None:
 # --- round trips ----------------------------------------------------------------------------
 
 NAMES = st.sampled_from(["get_weather", "get_time", "search"])
-TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20)
+TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 ARGS = st.dictionaries(st.sampled_from(["city", "n", "q"]), st.integers() | TEXT, max_size=3)
 
 
@@ -1113,7 +1113,9 @@ def test_a_system_role_message_in_messages_stays_a_system_message() -> None:
             {"role": "system", "content": ""},
         ],
     }
-    out = translator("anthropic", "openai").request(body, "gpt-5.2")
+    pair = translator("anthropic", "openai")
+    assert pair is not None
+    out = pair.request(body, "gpt-5.2")
     assert out["messages"] == [
         {"role": "system", "content": "You are Claude Code."},
         {"role": "user", "content": "fix the bug"},

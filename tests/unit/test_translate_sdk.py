@@ -11,11 +11,12 @@ is what a client of the gateway would see.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import openai
 import pytest
+from openai.types.chat import ChatCompletionAssistantMessageParam
 
 from plano_extproc.translate import AnthropicToOpenAI, OpenAIToAnthropic
 from tests.translate_fixtures import (
@@ -199,7 +200,8 @@ def test_openai_sdk_sends_thinking_blocks_back() -> None:
         model="claude",
         messages=[
             *QUESTION,
-            assistant,
+            # The message as the SDK dumps it (a plain dict, so cast to its param).
+            cast(ChatCompletionAssistantMessageParam, assistant),
             {"role": "tool", "tool_call_id": call_id, "content": "18C"},
         ],
         tools=OPENAI_TOOLS,
