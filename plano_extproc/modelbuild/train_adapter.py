@@ -329,47 +329,80 @@ def embed_corpus(encoder: Encoder, corpus: Corpus) -> Vectors:
     )
 
 
+@dataclass(frozen=True)
+class Hyper:
+    """How an adapter is fitted; the defaults are what ``make adapters`` ships."""
+
+    epochs: int = 20
+    l2: float = 0.01
+    scale: float = 20.0
+    lr: float = 0.05
+    seed: int = 0
+    hard: float = 0.3
+    episode: int = 10
+
+    def fit_args(self) -> dict[str, Any]:
+        return dict(scale=self.scale, l2=self.l2, epochs=self.epochs, lr=self.lr,
+                    episode=self.episode, hard=self.hard)  # fmt: skip
+
+
+def adapter_arrays(final: Fit, scale: float) -> dict[str, Array]:
+    """What an adapter file holds (embedded.Adapter reads it)."""
+    return {
+        "w": final.w.astype(np.float32),
+        "threshold": np.asarray(final.threshold, dtype=np.float32),
+        "other": final.other.astype(np.float32),
+        "context": np.asarray(final.context, dtype=np.float32),
+        "scale": np.asarray(scale, dtype=np.float32),
+    }
+
+
+def fit_adapter(corpus: Corpus, vectors: Vectors, hyper: Hyper) -> dict[str, Array]:
+    """The adapter fitted on every route of ``corpus``: what ``make adapters`` writes, and
+    what tests/unit/test_adapters_current.py compares the committed files with."""
+    routes = np.arange(len(corpus.descriptions))
+    final = train(corpus, vectors, routes, seed=hyper.seed, **hyper.fit_args())
+    return adapter_arrays(final, hyper.scale)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     default = default_models_dir() / DEFAULT_MEMBERS[0].name
+    defaults = Hyper()
     parser.add_argument("--model-dir", type=Path, default=default)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--l2", type=float, default=0.01)
-    parser.add_argument("--scale", type=float, default=20.0)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hard", type=float, default=0.3, help="share of nearest routes")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--l2", type=float, default=defaults.l2)
+    parser.add_argument("--scale", type=float, default=defaults.scale)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--hard", type=float, default=defaults.hard,
+                        help="share of nearest routes")  # fmt: skip
     args = parser.parse_args()
+    hyper = Hyper(epochs=args.epochs, l2=args.l2, scale=args.scale, lr=args.lr, seed=args.seed,
+                  hard=args.hard)  # fmt: skip
 
     corpus = read_corpus()
     encoder = Encoder(args.model_dir, DEFAULT_ROUTER)
     vectors = embed_corpus(encoder, corpus)
-    hyper: dict[str, Any] = dict(
-        scale=args.scale, l2=args.l2, epochs=args.epochs, lr=args.lr, episode=10, hard=args.hard
-    )
     # Generalisation to routes never trained on: hold a fifth of the routes out, train on the
     # rest, score episodes drawn from the held-out routes only.
     rng = np.random.default_rng(args.seed)
     n = len(corpus.descriptions)
     held = np.sort(rng.choice(n, size=n // 5, replace=False))
     seen = np.setdiff1d(np.arange(n), held)
-    fit = train(corpus, vectors, seen, seed=args.seed, **hyper)
+    fit = train(corpus, vectors, seen, seed=args.seed, **hyper.fit_args())
     identity = Fit(np.eye(encoder.dim), 0.3, np.zeros(encoder.dim), 0.5)
     for name, candidate in (("identity", identity), ("adapted", fit)):
         acc = accuracy(corpus, vectors, held, candidate, args.seed)
         print(f"{len(held)} routes never trained on, {name}: accuracy {acc:.3f}")
 
-    final = train(corpus, vectors, np.arange(n), seed=args.seed, **hyper)
+    arrays = fit_adapter(corpus, vectors, hyper)
     out = adapter_path(args.model_dir)
-    np.savez_compressed(
-        out,
-        w=final.w.astype(np.float32),
-        threshold=np.float32(final.threshold),
-        other=final.other.astype(np.float32),
-        context=np.float32(final.context),
-        scale=np.float32(args.scale),
-    )
-    print(f"context weight {final.context:.3f}, threshold {final.threshold:.3f}")
+    # Any: numpy's stubs would otherwise take the dict for its allow_pickle keyword.
+    fields: dict[str, Any] = dict(arrays)
+    np.savez_compressed(out, **fields)
+    context, threshold = float(arrays["context"]), float(arrays["threshold"])
+    print(f"context weight {context:.3f}, threshold {threshold:.3f}")
     print(f"adapter written: {out}")
     return 0
 

@@ -36,7 +36,9 @@ Array = npt.NDArray[Any]
 # Words that say nothing about which task a request is: function words, and the words any
 # description or request uses to talk about asking ("help the user with requests to ...").
 # Chosen by hand (words under three letters are never read); without them the development
-# set lost 5 of its 279 conversations.
+# set lost 5 of its 279 conversations. "new" and "existing" do tell writing code from
+# explaining it, but read as evidence they changed nothing (one development conversation
+# lost; bench/RESULTS.md, "The adapters re-fitted from the tree").
 _FILLER_WORDS = """the and for with from this that these those its into your you user users their
 them they our can how what which who when where why other such like any some more most than
 then not does did done about over under between including include includes etc via per out
@@ -45,6 +47,8 @@ need needs make makes making get give gives text texts"""
 FILLER = frozenset(_FILLER_WORDS.split())
 # Only so much of a turn is read for its words: a pasted document's own vocabulary says
 # what it is about, not what to do with it, and reading it whole would cost as much as it.
+# Earlier turns too, though the encoders read them to 32 tokens only: cutting their words
+# to the same (about 160 characters) lost a development conversation and gained nothing.
 READ_CHARS = 2000
 _WORD = re.compile(r"[a-z]+")
 # A Snowball stemmer keeps the word it is working on in its own fields, so two threads
