@@ -86,7 +86,7 @@ def replay(router: EncoderRouter, found: Sequence[Decision], confidence: float) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the table to this file")
-    overrides.add(parser, "skip_share", "lexical_weight")
+    overrides.add(parser, "skip_share", "lexical_weight", "exemplar_weight")
     args = parser.parse_args()
     overrides.apply(args)
     columns: dict[str, list[tuple[int, int, int]]] = {}

@@ -86,7 +86,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--write", type=Path, help="also write the report to this file")
     parser.add_argument("--misses", action="store_true", help="list the shipped router's misses")
-    overrides.add(parser, "follow_up_boost", "lexical_weight")
+    overrides.add(parser, "follow_up_boost", "lexical_weight", "exemplar_weight")
     args = parser.parse_args()
     overrides.apply(args)
     started = time.perf_counter()

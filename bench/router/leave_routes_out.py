@@ -59,6 +59,7 @@ from plano_extproc.router.embedded import (  # noqa: E402
     Member,
     adapter_path,
 )
+from plano_extproc.router.exemplars import Exemplars  # noqa: E402
 
 CONFIG_ROUTES = 9
 # Fold k also keeps aside the "other" requests and closings numbered k modulo this.
@@ -98,13 +99,14 @@ def subset(c: ta.Corpus, v: ta.Vectors, others: Sequence[int], closings: Sequenc
     return corpus, vectors
 
 
-def fit_adapter(fit: ta.Fit, scale: float) -> Adapter:
+def fit_adapter(fit: ta.Fit, scale: float, seen: Exemplars | None = None) -> Adapter:
     return Adapter(
         fit.w.astype(np.float32),
         float(fit.threshold),
         fit.other.astype(np.float32),
         float(fit.context),
         scale,
+        seen,
     )
 
 
@@ -249,7 +251,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--hard", type=float, default=0.3)
-    overrides.add(parser, "other_bias", "assistant_weight", "follow_up_boost", "lexical_weight")
+    overrides.add(
+        parser,
+        "other_bias",
+        "assistant_weight",
+        "follow_up_boost",
+        "lexical_weight",
+        "exemplar_weight",
+    )
     parser.add_argument(
         "--cascade-confidence", type=float, help="instead of embedded's (above 1: no cascade)"
     )
@@ -299,7 +308,9 @@ def main() -> int:
             scale = SCALES[spec.name]
             sub_c, sub_v = subset(corpus, vectors[spec.name], kept_others, kept_closings)
             fit = ta.train(sub_c, sub_v, seen, scale=scale, seed=fold, **hyper)
-            adapters["held_out"][spec.name] = fit_adapter(fit, scale)
+            # Its exemplars too are only the requests of the routes it was fitted on.
+            known = ta.exemplars_of(corpus, vectors[spec.name]).without_routes(groups == fold)
+            adapters["held_out"][spec.name] = fit_adapter(fit, scale, known)
         configs = configs_of(held, fold)
         for k, config in enumerate(configs):
             routes = tuple(Route(names[r], descriptions[r], provider) for r in config.tolist())

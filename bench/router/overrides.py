@@ -20,6 +20,10 @@ CONSTANTS = {
         "the context's extra weight after a short turn; 0: none",
     ),
     "lexical_weight": ("LEXICAL_WEIGHT", "the description words' weight; 0: none"),
+    "exemplar_weight": (
+        "EXEMPLAR_WEIGHT",
+        "the nearest training requests' votes' weight; 0: none",
+    ),
     "skip_share": ("SKIP_SHARE", "MiniLM's vote share under which it is not run; 0: always run"),
 }
 

@@ -22,8 +22,10 @@ another decision, one after the other (``SharedCores``): the same runs either wa
 same answer. Each run gets half the cores' threads (``encoder_threads``).
 
 Each encoder scores every route and "other" from those views (``member_logits``, a pure
-function of the similarity matrix), each route's score nudged by the words the view shares
-with its description (``lexical``: "explain" in the request and in the description).
+function of the similarity matrix), each route's score nudged by the votes of the view's
+nearest training requests (``exemplars``: requests people wrote for routes whose
+descriptions are near this one's) and by the words the view shares with its description
+(``lexical``: "explain" in the request and in the description).
 MiniLM, the sharper and cheaper reader of English, reads first and decides alone when it is
 sure of an English turn (the cascade); otherwise e5 reads too and the two encoders'
 log-probabilities are pooled, MiniLM's share shrinking with the share of the turn's words
@@ -33,6 +35,7 @@ it knows. On a turn it can hardly read it is not run at all
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -46,10 +49,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 from ..config import Route, RouterSettings
 from ..cores import available_cores
+from . import exemplars
 from .base import OTHER, RouteChoice, RouterLoadError, probabilities
 from .conversation import (
     CHARS_PER_TOKEN,
@@ -60,6 +65,7 @@ from .conversation import (
     latest_user_index,
     reading_for,
 )
+from .exemplars import Exemplars
 from .lexical import RouteWords, stems
 from .session import load_session, read_json, require_files
 
@@ -472,6 +478,9 @@ class Adapter:
     other: Array
     context: float
     scale: float
+    # The training requests, embedded by the same encoder (router/exemplars.py); None for an
+    # encoder nobody trained an adapter for.
+    exemplars: Exemplars | None = None
 
     @classmethod
     def load(cls, path: Path, dim: int) -> Adapter:
@@ -480,14 +489,28 @@ class Adapter:
             eye = np.eye(dim, dtype=np.float32)
             return cls(eye, 0.2, np.zeros(dim, np.float32), context=0.5, scale=20.0)
         with np.load(path) as data:
+            seen = None
+            if "exemplars" in data.files:
+                seen = Exemplars(
+                    data["exemplars"].astype(np.float32),
+                    data["exemplar_routes"].astype(np.intp),
+                    data["route_vectors"].astype(np.float32),
+                    tuple(str(n) for n in data["route_names"]),
+                )
             return cls(
                 data["w"],
                 float(data["threshold"]),
                 data["other"],
                 float(data["context"]),
                 float(data["scale"]),
+                seen,
             )
 
+
+# How much the votes of a view's nearest training requests count beside its similarity
+# (exemplars.scores: shares of a vote, centred over the routes). Chosen on the development
+# set and leave-routes-out (bench/RESULTS.md, "Requests the router has seen").
+EXEMPLAR_WEIGHT = 0.3
 
 # How much a route's description words found in a view count beside its similarity
 # (lexical.RouteWords.scores, in units of word weight: a word only one route of ten uses
@@ -536,20 +559,47 @@ class Member:
         self.columns = np.vstack([vectors @ adapter.w.T, adapter.other[None, :]])
         self.bias = np.zeros(len(routes) + 1, dtype=np.float32)
         self.bias[-1] = adapter.threshold
+        # How much each training route's requests vote for each of this config's routes.
+        self.lent = None
+        if adapter.exemplars is not None:
+            self.lent = exemplars.lend(adapter.exemplars.route_vectors, vectors)
 
     def logits(
-        self, v: Views, max_tokens: int, lexical: Array, helper: Executor | None = None
+        self,
+        v: Views,
+        max_tokens: int,
+        lexical: Array,
+        helper: Executor | None = None,
+        nearest: list[str] | None = None,
     ) -> Array:
         """This encoder's log-probabilities for the decision (``member_logits``)."""
-        return member_logits(self.similarities(v, max_tokens, helper), v, self.adapter, lexical)
+        sims = self.similarities(v, max_tokens, helper, nearest)
+        return member_logits(sims, v, self.adapter, lexical)
 
-    def similarities(self, v: Views, max_tokens: int, helper: Executor | None = None) -> Array:
+    def similarities(
+        self,
+        v: Views,
+        max_tokens: int,
+        helper: Executor | None = None,
+        nearest: list[str] | None = None,
+    ) -> Array:
+        """[views, routes + 1]: each view against each route, then "other". ``nearest``,
+        when given, gets the training routes of the latest turn's three nearest requests
+        (for ``--explain``)."""
         budget = max(int(max_tokens * self.spec.token_share) // len(v.texts), 32)
         context = min(budget, CONTEXT_TOKENS)
         limits = [budget if i in v.latest else context for i in range(len(v.texts))]
         prefix = self.encoder.query_prefix
         vectors = self.encoder.embed([prefix + t for t in v.texts], limits, helper)
         result: Array = vectors @ self.columns.T + self.bias
+        if self.lent is not None and self.adapter.exemplars is not None:
+            # Each route's similarity gains its share of the view's nearest requests' votes.
+            seen = self.adapter.exemplars
+            result[:, :-1] += EXEMPLAR_WEIGHT * exemplars.scores(vectors, seen, self.lent)
+            if nearest is not None:
+                latest = v.latest[0]
+                top, _ = exemplars.nearest(vectors[latest : latest + 1], seen, k=3)
+                nearest += [seen.route_names[seen.request_route[i]] for i in top[0]]
         return result
 
 
@@ -563,10 +613,22 @@ def pooled(weights: Sequence[float], logps: Sequence[Array], *, ensemble: bool) 
     return total
 
 
+@functools.cache
+def one_blas_thread() -> None:
+    """numpy's BLAS (OpenBLAS) starts a thread per core for a product as large as the
+    exemplar votes' (the views against 2,719 requests) and leaves them spinning after it: on
+    2 cores they took the CPU from the encoders' onnxruntime threads, 5 ms more a 256-token
+    decision instead of about 1. Every product a decision makes is small, and onnxruntime
+    has the cores: one BLAS thread, for the whole process (threadpoolctl, the library that
+    scikit-learn uses for this, rather than environment variables read only at import)."""
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class EncoderRouter:
     def __init__(
         self, routes: tuple[Route, ...], settings: RouterSettings, members: Sequence[Member]
     ) -> None:
+        one_blas_thread()
         self.routes = routes
         self.settings = settings
         self.members = list(members)
@@ -690,7 +752,11 @@ class EncoderRouter:
                     explain["not_run"] = member.spec.name
                     logps.append(None)
                 else:
-                    logp = member.logits(v, self.settings.max_tokens, lexical, helper)
+                    # The first encoder that runs: its nearest training requests, for --explain.
+                    nearest: list[str] | None = None if "nearest_requests" in explain else []
+                    logp = member.logits(v, self.settings.max_tokens, lexical, helper, nearest)
+                    if nearest:
+                        explain["nearest_requests"] = nearest
                     logps.append(logp)
                     explain[member.spec.name] = {
                         n: round(float(np.exp(p)), 3) for n, p in zip(names, logp, strict=True)

@@ -7,7 +7,7 @@ adapters that no command in the tree produces, and the benchmarks then measure a
 nobody can rebuild (the adapters shipped before this test had been fitted before the
 encoders' batching changed; re-fitted, the development set's count moved from 231 to 229 of
 279 and the independent set's from 195 to 200 of 253). This re-fits both
-(about 100 s of two cores) and compares. The fit is deterministic (seeded, numpy); the
+(about 70 s of two cores) and compares. The fit is deterministic (seeded, numpy); the
 tolerance only allows for float rounding on another processor, far below the 0.02 a stale
 adapter differed by.
 """
@@ -43,7 +43,10 @@ def test_the_committed_adapter_is_a_refit_of_the_tree(member: str, corpus: ta.Co
     refit = ta.fit_adapter(corpus, vectors, hyper)
     assert sorted(refit) == sorted(committed)
     for key, value in refit.items():
-        difference = float(np.abs(np.asarray(value) - committed[key]).max())
+        if value.dtype.kind == "U":  # the training routes' names
+            assert value.tolist() == committed[key].tolist(), key
+            continue
+        difference = float(np.abs(np.asarray(value, np.float32) - committed[key]).max())
         assert difference <= TOLERANCE, (
             f"{adapter_path(model_dir).name}: {key} differs from a re-fit by {difference:.4f}; "
             "run `make adapters` and re-measure the router (bench/router_bench.py)"
