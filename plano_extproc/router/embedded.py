@@ -478,25 +478,24 @@ class Adapter:
     other: Array
     context: float
     scale: float
-    # The training requests, embedded by the same encoder (router/exemplars.py); None for an
-    # encoder nobody trained an adapter for.
+    # The requests it was fitted on, embedded by the same encoder (router/exemplars.py);
+    # None for an encoder nobody trained an adapter for, or whose exemplars were not built.
     exemplars: Exemplars | None = None
 
     @classmethod
-    def load(cls, path: Path, dim: int) -> Adapter:
+    def for_model(cls, model_dir: Path, dim: int) -> Adapter:
+        """The adapter trained for the encoder in ``model_dir``, with the exemplars
+        ``make models`` embedded beside it."""
+        seen = exemplars.load(model_dir / exemplars.FILE_NAME)
+        return cls.load(adapter_path(model_dir), dim, seen)
+
+    @classmethod
+    def load(cls, path: Path, dim: int, seen: Exemplars | None = None) -> Adapter:
         if not path.is_file():
             # An encoder nobody trained an adapter for: plain cosine similarity.
             eye = np.eye(dim, dtype=np.float32)
             return cls(eye, 0.2, np.zeros(dim, np.float32), context=0.5, scale=20.0)
         with np.load(path) as data:
-            seen = None
-            if "exemplars" in data.files:
-                seen = Exemplars(
-                    data["exemplars"].astype(np.float32),
-                    data["exemplar_routes"].astype(np.intp),
-                    data["route_vectors"].astype(np.float32),
-                    tuple(str(n) for n in data["route_names"]),
-                )
             return cls(
                 data["w"],
                 float(data["threshold"]),
@@ -508,7 +507,7 @@ class Adapter:
 
 
 # How much the votes of a view's nearest training requests count beside its similarity
-# (exemplars.scores: shares of a vote, centred over the routes). Chosen on the development
+# (exemplars.votes: shares of a vote, centred over the routes). Chosen on the development
 # set and leave-routes-out (bench/RESULTS.md, "Requests the router has seen").
 EXEMPLAR_WEIGHT = 0.3
 
@@ -560,9 +559,8 @@ class Member:
         self.bias = np.zeros(len(routes) + 1, dtype=np.float32)
         self.bias[-1] = adapter.threshold
         # How much each training route's requests vote for each of this config's routes.
-        self.lent = None
-        if adapter.exemplars is not None:
-            self.lent = exemplars.lend(adapter.exemplars.route_vectors, vectors)
+        self.seen = adapter.exemplars
+        self.lent = None if self.seen is None else exemplars.lend(self.seen.route_vectors, vectors)
 
     def logits(
         self,
@@ -592,14 +590,13 @@ class Member:
         prefix = self.encoder.query_prefix
         vectors = self.encoder.embed([prefix + t for t in v.texts], limits, helper)
         result: Array = vectors @ self.columns.T + self.bias
-        if self.lent is not None and self.adapter.exemplars is not None:
+        if self.seen is not None and self.lent is not None:
             # Each route's similarity gains its share of the view's nearest requests' votes.
-            seen = self.adapter.exemplars
-            result[:, :-1] += EXEMPLAR_WEIGHT * exemplars.scores(vectors, seen, self.lent)
+            top, top_sims = exemplars.nearest(vectors, self.seen)
+            result[:, :-1] += EXEMPLAR_WEIGHT * exemplars.votes(top, top_sims, self.seen, self.lent)
             if nearest is not None:
-                latest = v.latest[0]
-                top, _ = exemplars.nearest(vectors[latest : latest + 1], seen, k=3)
-                nearest += [seen.route_names[seen.request_route[i]] for i in top[0]]
+                routes = self.seen.request_route[top[v.latest[0], :3]]
+                nearest += [self.seen.route_names[r] for r in routes]
         return result
 
 
@@ -654,7 +651,7 @@ class EncoderRouter:
         members = []
         for spec, model_dir in specs:
             encoder = Encoder(model_dir, settings, spec.run_tokens)
-            adapter = Adapter.load(adapter_path(model_dir), encoder.dim)
+            adapter = Adapter.for_model(model_dir, encoder.dim)
             members.append(Member(spec, encoder, adapter, routes))
         return cls(routes, settings, members)
 

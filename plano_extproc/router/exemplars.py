@@ -2,21 +2,23 @@
 
 An adapter compares a request with a route's *description*, two kinds of text; how people
 ask for a task is told better by other requests for it. The adapters' training requests
-(modelbuild/data: about 2,700 of them, over 184 routes, embedded by ``make adapters`` and
-shipped in the adapter file) are such requests, but for the training routes, not the
-config's. They are carried over by description: a training route lends its requests to the
-config routes whose descriptions are near its own (``lend``, once per config load; one near
-none of them lends to none). A turn is then read by its nearest training requests
-(``scores``): each of the ``NEIGHBOURS`` nearest votes, by its nearness, for the config
-routes its own route lends to. The votes are centred over the routes, so, like the lexical
-reading, they move routes against each other and never all of them against "other".
+(modelbuild/data: about 2,700 of them, over 184 routes) are such requests, but for the
+training routes, not the config's; ``make models`` embeds them with each encoder into
+``FILE_NAME`` beside its model (modelbuild/build_exemplars.py). They are carried over by
+description: a training route lends its requests to the config routes whose descriptions are
+near its own (``lend``, once per config load; one near none of them lends to none). A turn
+is then read by its nearest training requests (``nearest``, then ``votes``): each of the
+``NEIGHBOURS`` nearest votes, by its nearness, for the config routes its own route lends to.
+The votes are centred over the routes, so, like the lexical reading, they move routes
+against each other and never all of them against "other".
 
-Pure functions of arrays: no I/O.
+Pure functions of arrays; ``load`` reads the file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,13 +36,14 @@ NEARNESS_SHARPNESS = 20.0
 # route unlike every config route lends next to nothing.
 LEND_SHARPNESS = 20.0
 LEND_FLOOR = 0.5
+# Where an encoder's exemplars are, in its model directory.
+FILE_NAME = "exemplars.npz"
 
 
 @dataclass(frozen=True)
 class Exemplars:
     """One encoder's embedded training requests (unit vectors), the training route of each,
-    and the training routes' embedded descriptions and names, as ``make adapters`` wrote
-    them."""
+    and the training routes' embedded descriptions and names."""
 
     requests: Array  # [requests, dim]
     request_route: Array  # [requests] index into route_vectors
@@ -54,6 +57,34 @@ class Exemplars:
         keep = ~dropped[self.request_route]
         return Exemplars(
             self.requests[keep], self.request_route[keep], self.route_vectors, self.route_names
+        )
+
+
+def arrays(seen: Exemplars, source: str) -> dict[str, Any]:
+    """What the file holds. The embeddings are kept as float16: half the size (2 MB an
+    encoder), and a cosine similarity moves by under 1e-3. ``source`` says what they were
+    embedded from (modelbuild/build_exemplars.py compares it to tell a stale file). Typed
+    Any for numpy.savez, whose stubs would take the dict for its allow_pickle keyword."""
+    return {
+        "requests": seen.requests.astype(np.float16),
+        "request_route": seen.request_route.astype(np.int32),
+        "route_vectors": seen.route_vectors.astype(np.float16),
+        "route_names": np.array(seen.route_names, dtype=str),
+        "source": np.array(source),
+    }
+
+
+def load(path: Path) -> Exemplars | None:
+    """The exemplars in ``path``; None when there is no such file (an encoder directory a user
+    brought: the router then has no votes)."""
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return Exemplars(
+            data["requests"].astype(np.float32),
+            data["request_route"].astype(np.intp),
+            data["route_vectors"].astype(np.float32),
+            tuple(str(n) for n in data["route_names"]),
         )
 
 
@@ -71,24 +102,26 @@ def lend(route_vectors: Array, config_vectors: Array) -> Array:
 
 def nearest(views: Array, exemplars: Exemplars, k: int = NEIGHBOURS) -> tuple[Array, Array]:
     """For each view (unit vectors [views, dim]): the indices of its ``k`` nearest training
-    requests and their cosine similarities, nearest first."""
+    requests and their cosine similarities, nearest first (none when there are no
+    requests)."""
     similarities = views @ exemplars.requests.T
     k = min(k, similarities.shape[1])
+    if k == 0:
+        return np.zeros((len(views), 0), np.intp), np.zeros((len(views), 0), np.float32)
     top = np.argpartition(-similarities, k - 1, axis=1)[:, :k]
     top_sims = np.take_along_axis(similarities, top, axis=1)
     order = np.argsort(-top_sims, axis=1)
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
 
 
-def scores(views: Array, exemplars: Exemplars, lent: Array) -> Array:
-    """[views, config routes]: each view's nearest training requests' votes for the config
-    routes (``lent`` from ``lend``), less their mean over the routes. Zeros when there are
-    no exemplars."""
-    if len(exemplars.requests) == 0 or lent.shape[1] == 0:
-        return np.zeros((len(views), lent.shape[1]), dtype=np.float32)
-    top, top_sims = nearest(views, exemplars)
+def votes(top: Array, top_sims: Array, exemplars: Exemplars, lent: Array) -> Array:
+    """[views, config routes]: the votes of each view's nearest training requests (``top``
+    and ``top_sims`` from ``nearest``) for the config routes (``lent`` from ``lend``), less
+    their mean over the routes. Zeros when there are none."""
+    if top.shape[1] == 0 or lent.shape[1] == 0:
+        return np.zeros((len(top), lent.shape[1]), dtype=np.float32)
     weights = np.exp(NEARNESS_SHARPNESS * (top_sims - top_sims[:, :1]))
     weights /= weights.sum(axis=1, keepdims=True)
-    votes = np.einsum("vk,vkr->vr", weights, lent[exemplars.request_route[top]])
-    centred: Array = votes - votes.mean(axis=1, keepdims=True)
+    cast = np.einsum("vk,vkr->vr", weights, lent[exemplars.request_route[top]])
+    centred: Array = cast - cast.mean(axis=1, keepdims=True)
     return centred

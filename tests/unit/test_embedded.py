@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from plano_extproc.config import Config, parse_config
 from plano_extproc.cores import available_cores
+from plano_extproc.modelbuild.build_exemplars import is_current
 from plano_extproc.modelbuild.train_adapter import read_corpus
 from plano_extproc.router import RouterLoadError, default_models_dir, load_router
 from plano_extproc.router.base import OTHER
@@ -176,11 +177,20 @@ def test_both_encoders_with_their_adapters(router: EncoderRouter) -> None:
         assert abs(member.adapter.w - np.eye(384)).max() > 0.01
 
 
-def test_the_shipped_adapters_carry_the_training_requests(
+def test_a_router_runs_numpys_blas_on_one_thread(router: EncoderRouter) -> None:
+    from threadpoolctl import threadpool_info
+
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
+def test_the_routers_adapters_carry_the_built_exemplars(
     router: EncoderRouter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     corpus = read_corpus()
     for member in router.members:
+        # make models embedded them from the training data as it is now.
+        assert is_current(default_models_dir() / member.spec.name)
         seen = member.adapter.exemplars
         assert seen is not None
         assert seen.requests.shape == (len(corpus.requests), 384)

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from plano_extproc.router.exemplars import Exemplars, lend, nearest, scores
+from plano_extproc.router.exemplars import Exemplars, lend, nearest, votes
+
+
+def scores(views: np.ndarray, seen: Exemplars, lent: np.ndarray) -> np.ndarray:
+    """What the router adds per view: the nearest requests' votes."""
+    top, top_sims = nearest(views, seen)
+    return votes(top, top_sims, seen, lent)
+
 
 pytestmark = pytest.mark.unit
 

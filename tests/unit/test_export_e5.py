@@ -479,4 +479,5 @@ def test_ensure_e5_is_idempotent(e5_dir: Path) -> None:
         "tokenizer.serving.json",
         "vocab_map.npy",
         "plano-encoder.json",
+        "exemplars.npz",  # make models' next step (modelbuild/build_exemplars.py)
     }
